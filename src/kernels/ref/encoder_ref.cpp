@@ -1,0 +1,21 @@
+#include "kernels/ref/ops_ref.h"
+
+namespace owlore {
+
+void encoder_forward_ref(float* out, const int* tokens, const float* wte, int N, int C, int V) {
+  for (int n = 0; n < N; n++) {
+    const int t = tokens[n];
+    (void)V;
+    for (int c = 0; c < C; c++) out[(int64_t)n * C + c] = wte[(int64_t)t * C + c];
+  }
+}
+
+void encoder_backward_ref(float* dwte, const float* dout, const int* tokens, int N, int C, int V) {
+  (void)V;
+  for (int n = 0; n < N; n++) {
+    const int t = tokens[n];
+    for (int c = 0; c < C; c++) dwte[(int64_t)t * C + c] += dout[(int64_t)n * C + c];
+  }
+}
+
+}  // namespace owlore
