@@ -7,11 +7,12 @@ namespace owlore {
 
 namespace {
 // One row of logits and its log-sum-exp (the only place logits exist, one row at a time).
-double logits_row(std::vector<float>& logits, const float* x, const float* weight, int C, int V) {
+template <typename Real>
+double logits_row(std::vector<Real>& logits, const Real* x, const Real* weight, int C, int V) {
   double max_logit = -INFINITY;
   for (int v = 0; v < V; v++) {
-    const float* w = weight + (int64_t)v * C;
-    float acc = 0.0f;
+    const Real* w = weight + (int64_t)v * C;
+    Real acc = Real(0);
     for (int c = 0; c < C; c++) acc += x[c] * w[c];
     logits[v] = acc;
     if (acc > max_logit) max_logit = acc;
@@ -22,38 +23,46 @@ double logits_row(std::vector<float>& logits, const float* x, const float* weigh
 }
 }  // namespace
 
-void lm_head_ce_forward_ref(float* losses, const float* inp, const float* weight, const int* targets, int N, int C,
+template <typename Real>
+void lm_head_ce_forward_ref(Real* losses, const Real* inp, const Real* weight, const int* targets, int N, int C,
                             int V) {
-  std::vector<float> logits(V);
+  std::vector<Real> logits(V);
   for (int n = 0; n < N; n++) {
     if (targets[n] < 0) {
-      losses[n] = 0.0f;
+      losses[n] = Real(0);
       continue;
     }
     const double lse = logits_row(logits, inp + (int64_t)n * C, weight, C, V);
-    losses[n] = (float)(lse - logits[targets[n]]);
+    losses[n] = (Real)(lse - logits[targets[n]]);
   }
 }
 
-void lm_head_ce_backward_ref(float* dinp, float* dweight, const float* inp, const float* weight, const int* targets,
-                             float loss_scale, int N, int C, int V) {
-  std::vector<float> logits(V);
+template <typename Real>
+void lm_head_ce_backward_ref(Real* dinp, Real* dweight, const Real* inp, const Real* weight, const int* targets,
+                             Real loss_scale, int N, int C, int V) {
+  std::vector<Real> logits(V);
   for (int n = 0; n < N; n++) {
-    const float* x = inp + (int64_t)n * C;
-    float* dx = dinp + (int64_t)n * C;
-    for (int c = 0; c < C; c++) dx[c] = 0.0f;
+    const Real* x = inp + (int64_t)n * C;
+    Real* dx = dinp + (int64_t)n * C;
+    for (int c = 0; c < C; c++) dx[c] = Real(0);
     if (targets[n] < 0) continue;
     const double lse = logits_row(logits, x, weight, C, V);
     for (int v = 0; v < V; v++) {
-      const float dlogit = loss_scale * (float)(std::exp(logits[v] - lse) - (v == targets[n] ? 1.0 : 0.0));
-      const float* w = weight + (int64_t)v * C;
+      const Real dlogit = loss_scale * (Real)(std::exp(logits[v] - lse) - (v == targets[n] ? 1.0 : 0.0));
+      const Real* w = weight + (int64_t)v * C;
       for (int c = 0; c < C; c++) dx[c] += dlogit * w[c];
       if (dweight) {
-        float* dw = dweight + (int64_t)v * C;
+        Real* dw = dweight + (int64_t)v * C;
         for (int c = 0; c < C; c++) dw[c] += dlogit * x[c];
       }
     }
   }
 }
+
+
+template void lm_head_ce_forward_ref<float>(float* losses , const float* inp , const float* weight , const int* targets , int N, int C, int V);
+template void lm_head_ce_forward_ref<double>(double* losses , const double* inp , const double* weight , const int* targets , int N, int C, int V);
+template void lm_head_ce_backward_ref<float>(float* dinp , float* dweight , const float* inp , const float* weight , const int* targets , float loss_scale, int N, int C, int V);
+template void lm_head_ce_backward_ref<double>(double* dinp , double* dweight , const double* inp , const double* weight , const int* targets , double loss_scale, int N, int C, int V);
 
 }  // namespace owlore
