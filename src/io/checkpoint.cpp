@@ -1,0 +1,197 @@
+#include "io/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "base/error.h"
+#include "io/gguf.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+
+namespace owlore {
+
+namespace {
+namespace fs = std::filesystem;
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); i++) out << (i ? ", " : "") << shape[i];
+  out << "]";
+  return out.str();
+}
+
+// The shape a layout slot has in a Hugging Face checkpoint: norms are 1-D.
+std::vector<int64_t> hf_shape(const TensorSlot& slot) {
+  if (slot.rows == 1) return {slot.cols};
+  return {slot.rows, slot.cols};
+}
+
+std::string parent_dir(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+// Tensors of one Hugging Face checkpoint, possibly spread over shards.
+struct HfTensors {
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::map<std::string, std::pair<const SafetensorsFile*, const StTensor*>> where;
+
+  void add_file(const std::string& path) {
+    files.push_back(std::make_unique<SafetensorsFile>(path));
+    for (const StTensor& t : files.back()->tensors()) where.emplace(t.name, std::make_pair(files.back().get(), &t));
+  }
+};
+
+HfTensors open_sharded(const std::string& index_path) {
+  std::ifstream in(index_path, std::ios::binary);
+  OWLORE_REQUIRE(in, index_path, ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  const nlohmann::json index = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  OWLORE_REQUIRE(!index.is_discarded(), index_path, ": not valid JSON");
+  OWLORE_REQUIRE(index.is_object(), index_path, ": JSON is a ", index.type_name(), ", expected an object");
+  const auto map = index.find("weight_map");
+  OWLORE_REQUIRE(map != index.end() && map->is_object(), index_path,
+                 ": missing object 'weight_map' {tensor name: shard file}");
+  const std::string dir = parent_dir(index_path);
+  HfTensors out;
+  std::map<std::string, const SafetensorsFile*> shards;
+  for (const auto& item : map->items()) {
+    OWLORE_REQUIRE(item.value().is_string(), index_path, ": weight_map entry '", item.key(), "' is ",
+                   item.value().dump(), ", expected a shard file name");
+    const std::string shard = item.value().get<std::string>();
+    OWLORE_REQUIRE(!shard.empty() && shard[0] != '/' && shard.find("..") == std::string::npos, index_path,
+                   ": weight_map entry '", item.key(), "' names shard '", shard,
+                   "', expected a file name inside the checkpoint directory");
+    if (!shards.count(shard)) {
+      out.add_file(dir + "/" + shard);
+      shards[shard] = out.files.back().get();
+    }
+    const SafetensorsFile* file = shards[shard];
+    const StTensor* t = file->find(item.key());
+    OWLORE_REQUIRE(t, file->source(), ": tensor '", item.key(), "' is listed in ", index_path,
+                   " but is not in this shard");
+    out.where[item.key()] = {file, t};  // the index decides where a name lives
+  }
+  return out;
+}
+
+LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std::string& source) {
+  LoadedModel model;
+  model.config = read_hf_config(config_path);
+  model.source = source;
+  const ModelLayout layout(model.config);
+  model.weights.assign((size_t)layout.total, 0.0f);
+  for (const TensorSlot& slot : layout.tensors) {
+    const auto it = tensors.where.find(slot.name);
+    OWLORE_REQUIRE(it != tensors.where.end(), source, ": tensor '", slot.name, "' not found (expected shape ",
+                   shape_string(hf_shape(slot)), " for ", config_path, ")");
+    const auto [file, t] = it->second;
+    OWLORE_REQUIRE(t->shape == hf_shape(slot), file->source(), ": tensor '", slot.name, "' has shape ",
+                   shape_string(t->shape), ", expected ", shape_string(hf_shape(slot)), " from ", config_path);
+    file->read_float(*t, model.weights.data() + slot.offset);
+  }
+  return model;
+}
+
+LoadedModel load_gguf(const std::string& path) {
+  const GgufFile file(path);
+  LoadedModel model;
+  model.config = file.config();
+  model.source = path;
+  const ModelLayout layout(model.config);
+  model.weights.assign((size_t)layout.total, 0.0f);
+  for (const TensorSlot& slot : layout.tensors) {
+    const std::string name = gguf_name_for_hf(slot.name);
+    OWLORE_REQUIRE(!name.empty(), path, ": internal: no GGUF name for '", slot.name, "'");
+    const GgufTensor* t = file.find_tensor(name);
+    OWLORE_REQUIRE(t, path, ": tensor '", name, "' (", slot.name, ") not found (expected shape ",
+                   shape_string(hf_shape(slot)), ")");
+    OWLORE_REQUIRE(t->hf_shape() == hf_shape(slot), path, ": tensor '", name, "' (", slot.name, ") has shape ",
+                   shape_string(t->hf_shape()), " (ne ", shape_string(t->ne), "), expected ",
+                   shape_string(hf_shape(slot)));
+    float* dst = model.weights.data() + slot.offset;
+    file.dequantize(*t, dst);
+    // llama.cpp's converter stored wq/wk rows for interleaved RoPE; the runtime (like
+    // transformers) rotates halves, so put the rows back.
+    if (ends_with(slot.name, "self_attn.q_proj.weight"))
+      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, model.config.n_heads);
+    else if (ends_with(slot.name, "self_attn.k_proj.weight"))
+      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, model.config.n_kv_heads);
+  }
+  return model;
+}
+
+bool has_gguf_magic(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::string(magic, 4) == "GGUF";
+}
+}  // namespace
+
+LoadedModel load_model(const std::string& path) {
+  std::error_code ec;
+  OWLORE_REQUIRE(fs::exists(path, ec), path, ": no such file or directory (expected a checkpoint directory, ",
+                 "a .safetensors file or a .gguf file)");
+  if (fs::is_directory(path, ec)) {
+    const std::string config = path + "/config.json";
+    const std::string single = path + "/model.safetensors", index = path + "/model.safetensors.index.json";
+    const bool has_single = fs::exists(single, ec), has_index = fs::exists(index, ec);
+    OWLORE_REQUIRE(has_single || has_index, path, ": directory has neither model.safetensors nor ",
+                   "model.safetensors.index.json");
+    OWLORE_REQUIRE(fs::exists(config, ec), path, ": directory has no config.json");
+    if (has_single) {
+      HfTensors tensors;
+      tensors.add_file(single);
+      return load_hf(config, std::move(tensors), single);
+    }
+    return load_hf(config, open_sharded(index), index);
+  }
+  if (ends_with(path, ".gguf") || has_gguf_magic(path)) return load_gguf(path);
+  const std::string config = parent_dir(path) + "/config.json";
+  if (ends_with(path, ".index.json")) {
+    OWLORE_REQUIRE(fs::exists(config, ec), path, ": no config.json beside it (looked for ", config, ")");
+    return load_hf(config, open_sharded(path), path);
+  }
+  if (ends_with(path, ".safetensors")) {
+    OWLORE_REQUIRE(fs::exists(config, ec), path, ": no config.json beside it (looked for ", config, ")");
+    HfTensors tensors;
+    tensors.add_file(path);
+    return load_hf(config, std::move(tensors), path);
+  }
+  fail(path, ": unknown model format (expected a directory, a .safetensors file, a ",
+       "model.safetensors.index.json or a .gguf file)");
+}
+
+void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights,
+                        const std::string& dtype) {
+  OWLORE_REQUIRE(dtype == "bf16" || dtype == "f32", "save_hf_checkpoint: dtype '", dtype,
+                 "' (expected bf16 or f32)");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  OWLORE_REQUIRE(!ec && fs::is_directory(dir), dir, ": cannot create checkpoint directory: ", ec.message());
+  std::vector<StWriteTensor> tensors;
+  for (const TensorSlot& slot : layout.tensors) tensors.push_back({slot.name, hf_shape(slot), weights + slot.offset});
+
+  // Both files become durable under temporary names before either replaces its old version;
+  // only the two renames remain between a complete old and a complete new checkpoint.
+  AtomicFile weights_file(dir + "/model.safetensors");
+  write_safetensors(weights_file, tensors, dtype == "bf16" ? StDtype::BF16 : StDtype::F32, {{"format", "pt"}});
+  weights_file.sync();
+  const std::string config_text = hf_config_json(layout.config, dtype == "bf16" ? "bfloat16" : "float32");
+  AtomicFile config_file(dir + "/config.json");
+  config_file.write(config_text.data(), config_text.size());
+  config_file.sync();
+  weights_file.commit();
+  config_file.commit();
+}
+
+}  // namespace owlore

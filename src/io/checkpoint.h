@@ -1,0 +1,33 @@
+// Loading a model into the fp32 weight arena of ModelLayout, from a Hugging Face checkpoint
+// (config.json + safetensors, single or sharded) or a GGUF file, and saving a Hugging Face
+// checkpoint that transformers' LlamaForCausalLM loads.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/layout.h"
+
+namespace owlore {
+
+struct LoadedModel {
+  ModelConfig config;
+  std::vector<float> weights;  // ModelLayout(config).total floats, arena order
+  std::string source;          // the file(s) the weights came from
+};
+
+// path: a directory (config.json + model.safetensors, or config.json +
+// model.safetensors.index.json and its shards; the single file wins when both exist, as in
+// transformers), a .safetensors file (config.json beside it), a model.safetensors.index.json,
+// or a .gguf file. Every tensor the layout needs must be present with the right shape; extra
+// tensors (rotary inv_freq, ...) are ignored; lm_head may be absent when the embeddings are tied.
+// GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
+LoadedModel load_model(const std::string& path);
+
+// Writes dir/model.safetensors (dtype "bf16" or "f32"; bf16 rounds to nearest even) and
+// dir/config.json. Both are written to temporary files and fsynced before either is renamed into
+// place, so a crash mid-save leaves the previous files intact. Creates dir if needed.
+void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights,
+                        const std::string& dtype /*"bf16"|"f32"*/);
+
+}  // namespace owlore

@@ -1,0 +1,169 @@
+#include "io/hf_config.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "io/safetensors.h"
+
+namespace owlore {
+
+namespace {
+using nlohmann::json;
+
+int int_field(const json& j, const char* key, const std::string& source, bool required, int fallback) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    OWLORE_REQUIRE(!required, source, ": missing required key '", key, "' (expected an integer)");
+    return fallback;
+  }
+  OWLORE_REQUIRE(it->is_number_integer(), source, ": key '", key, "' is ", it->dump(), ", expected an integer");
+  const int64_t v = it->get<int64_t>();
+  OWLORE_REQUIRE(v >= std::numeric_limits<int>::min() && v <= std::numeric_limits<int>::max(), source, ": key '", key,
+                 "' = ", v, " does not fit in 32 bits");
+  return (int)v;
+}
+
+float float_field(const json& j, const char* key, const std::string& source, float fallback) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  OWLORE_REQUIRE(it->is_number(), source, ": key '", key, "' is ", it->dump(), ", expected a number");
+  return (float)it->get<double>();
+}
+
+// bos/eos ids are an integer, null, or (LLaMA-3.1 style) a list of integers: take the first.
+int token_field(const json& j, const char* key, const std::string& source) {
+  const auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return -1;
+  const json& v = it->is_array() && !it->empty() ? (*it)[0] : *it;
+  OWLORE_REQUIRE(v.is_number_integer(), source, ": key '", key, "' is ", it->dump(),
+                 ", expected an integer or a list of integers");
+  return (int)v.get<int64_t>();
+}
+
+// The shortest decimal that reads back as the same float, as a double: 1e-5f is written
+// "1e-05", not "9.999999747378752e-06".
+double shortest(float x) {
+  char buf[32];
+  for (int precision = 1; precision <= 9; precision++) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, (double)x);
+    if ((float)std::strtod(buf, nullptr) == x) break;
+  }
+  return std::strtod(buf, nullptr);
+}
+
+std::string dir_name_of(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return "";
+  const std::string dir = path.substr(0, slash);
+  const size_t prev = dir.find_last_of('/');
+  return prev == std::string::npos ? dir : dir.substr(prev + 1);
+}
+}  // namespace
+
+ModelConfig parse_hf_config(const std::string& text, const std::string& source) {
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  OWLORE_REQUIRE(!j.is_discarded(), source, ": not valid JSON");
+  OWLORE_REQUIRE(j.is_object(), source, ": JSON is a ", j.type_name(), ", expected an object");
+
+  if (j.contains("model_type")) {
+    OWLORE_REQUIRE(j["model_type"].is_string(), source, ": key 'model_type' is ", j["model_type"].dump(),
+                   ", expected a string");
+    const std::string type = j["model_type"].get<std::string>();
+    OWLORE_REQUIRE(type == "llama" || type == "mistral", source, ": model_type '", type,
+                   "' is not supported (expected 'llama' or 'mistral')");
+  }
+  if (j.contains("hidden_act") && !j["hidden_act"].is_null()) {
+    OWLORE_REQUIRE(j["hidden_act"] == "silu", source, ": hidden_act ", j["hidden_act"].dump(),
+                   " is not supported (expected \"silu\")");
+  }
+  for (const char* bias : {"attention_bias", "mlp_bias"}) {
+    if (j.contains(bias))
+      OWLORE_REQUIRE(j[bias] == false, source, ": ", bias, " = ", j[bias].dump(), " is not supported (expected false)");
+  }
+  if (j.contains("rope_scaling")) {
+    OWLORE_REQUIRE(j["rope_scaling"].is_null(), source, ": rope_scaling ", j["rope_scaling"].dump(),
+                   " is not supported (expected null)");
+  }
+
+  ModelConfig c;
+  c.name = dir_name_of(source);
+  if (c.name.empty() || c.name == ".") c.name = "hf";
+  c.d_model = int_field(j, "hidden_size", source, true, 0);
+  c.ffn = int_field(j, "intermediate_size", source, true, 0);
+  c.n_layers = int_field(j, "num_hidden_layers", source, true, 0);
+  c.n_heads = int_field(j, "num_attention_heads", source, true, 0);
+  c.n_kv_heads = int_field(j, "num_key_value_heads", source, false, c.n_heads);
+  OWLORE_REQUIRE(c.n_heads > 0, source, ": num_attention_heads must be > 0, got ", c.n_heads);
+  c.head_dim = int_field(j, "head_dim", source, false, c.d_model / c.n_heads);
+  c.vocab = int_field(j, "vocab_size", source, true, 0);
+  c.max_seq = int_field(j, "max_position_embeddings", source, false, 2048);
+  c.rope_theta = float_field(j, "rope_theta", source, 10000.0f);
+  c.norm_eps = float_field(j, "rms_norm_eps", source, 1e-6f);
+  if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
+    OWLORE_REQUIRE(j["tie_word_embeddings"].is_boolean(), source, ": key 'tie_word_embeddings' is ",
+                   j["tie_word_embeddings"].dump(), ", expected true or false");
+    c.tied_embeddings = j["tie_word_embeddings"].get<bool>();
+  }
+  c.bos_token = token_field(j, "bos_token_id", source);
+  c.eos_token = token_field(j, "eos_token_id", source);
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(source, ": ", e.what());
+  }
+  return c;
+}
+
+ModelConfig read_hf_config(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  OWLORE_REQUIRE(in, path, ": cannot open (expected a Hugging Face config.json)");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_hf_config(text.str(), path);
+}
+
+std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype) {
+  OWLORE_REQUIRE(torch_dtype == "bfloat16" || torch_dtype == "float16" || torch_dtype == "float32",
+                 "config.json: torch_dtype '", torch_dtype, "' (expected bfloat16, float16 or float32)");
+  nlohmann::ordered_json j;
+  j["architectures"] = {"LlamaForCausalLM"};
+  j["model_type"] = "llama";
+  j["hidden_size"] = c.d_model;
+  j["intermediate_size"] = c.ffn;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab;
+  j["max_position_embeddings"] = c.max_seq > 0 ? c.max_seq : 2048;
+  j["rope_theta"] = shortest(c.rope_theta);
+  j["rope_scaling"] = nullptr;
+  j["rms_norm_eps"] = shortest(c.norm_eps);
+  j["tie_word_embeddings"] = c.tied_embeddings;
+  j["hidden_act"] = "silu";
+  j["attention_bias"] = false;
+  j["attention_dropout"] = 0.0;
+  j["mlp_bias"] = false;
+  j["initializer_range"] = 0.02;
+  j["pretraining_tp"] = 1;
+  j["use_cache"] = true;
+  j["bos_token_id"] = c.bos_token >= 0 ? nlohmann::ordered_json(c.bos_token) : nlohmann::ordered_json(nullptr);
+  j["eos_token_id"] = c.eos_token >= 0 ? nlohmann::ordered_json(c.eos_token) : nlohmann::ordered_json(nullptr);
+  j["torch_dtype"] = torch_dtype;
+  return j.dump(2) + "\n";
+}
+
+void write_hf_config(const std::string& path, const ModelConfig& config, const std::string& torch_dtype) {
+  const std::string text = hf_config_json(config, torch_dtype);
+  AtomicFile out(path);
+  out.write(text.data(), text.size());
+  out.commit();
+}
+
+}  // namespace owlore
