@@ -1,0 +1,33 @@
+#include "optim/adamw_cpu.h"
+
+#include "kernels/ref/ops_ref.h"
+
+namespace owlore {
+
+bool tensor_trains(const ModelLayout& layout, const TensorSlot& t, const TrainMask& mask) {
+  if (t.layer >= 0) return mask.layers[t.layer];
+  if (t.offset == layout.embedding) return mask.embedding;
+  return mask.head;  // final norm and untied head
+}
+
+void CpuAdamW::step(float* weights, const float* grads, const TrainMask& mask, float lr, float grad_scale) {
+  state_.resize(layout_.tensors.size());
+  for (size_t i = 0; i < layout_.tensors.size(); i++) {
+    const TensorSlot& t = layout_.tensors[i];
+    if (!tensor_trains(layout_, t, mask)) continue;
+    TensorState& s = state_[i];
+    if (s.m.empty()) s.m.assign(t.numel(), 0.0f), s.v.assign(t.numel(), 0.0f);
+    s.step++;
+    const float wd = t.is_matrix() ? config_.weight_decay : 0.0f;
+    adamw_ref(weights + t.offset, s.m.data(), s.v.data(), grads + t.offset, t.numel(), lr, config_.beta1,
+              config_.beta2, config_.eps, wd, s.step, grad_scale);
+  }
+}
+
+int64_t CpuAdamW::state_bytes() const {
+  int64_t bytes = 0;
+  for (const TensorState& s : state_) bytes += (int64_t)(s.m.size() + s.v.size()) * sizeof(float);
+  return bytes;
+}
+
+}  // namespace owlore

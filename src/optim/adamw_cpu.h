@@ -1,0 +1,40 @@
+// AdamW over the fp32 CPU weight arena: moments only for the tensors that train (a frozen tensor
+// costs nothing), one adamw_ref call per tensor. The CPU twin of the GPU optimizer.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/layout.h"
+#include "model/model_cpu.h"
+
+namespace owlore {
+
+struct AdamWConfig {
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  // Weight decay applies to matrices only (norm weights are not decayed), as in the LISA and
+  // OwLore training scripts (HF Trainer's no-decay list for LayerNorm/RMSNorm weights).
+};
+
+class CpuAdamW {
+ public:
+  CpuAdamW(const ModelLayout& layout, AdamWConfig config) : layout_(layout), config_(config) {}
+  // Updates every tensor `mask` trains with its gradient times grad_scale (the clip factor).
+  // Moments of a tensor are created zeroed the first time it trains; its step count is its own.
+  void step(float* weights, const float* grads, const TrainMask& mask, float lr, float grad_scale);
+  // Bytes of moment state currently held.
+  int64_t state_bytes() const;
+
+ private:
+  struct TensorState {
+    std::vector<float> m, v;
+    int step = 0;
+  };
+  const ModelLayout& layout_;
+  AdamWConfig config_;
+  std::vector<TensorState> state_;  // per layout tensor
+};
+
+// Whether tensor t trains under mask (the tied head trains with the embedding).
+bool tensor_trains(const ModelLayout& layout, const TensorSlot& t, const TrainMask& mask);
+
+}  // namespace owlore

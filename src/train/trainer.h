@@ -1,0 +1,50 @@
+// The training loop shared by every method (DESIGN.md §1): data, schedule, micro-batches with
+// gradient accumulation, global-norm clipping, the optimizer, validation and metrics.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace owlore {
+
+struct TrainOptions {
+  // what to train
+  std::string preset;       // a named shape with fresh weights (tiny models, benchmarks) ...
+  std::string model_path;   // ... or a checkpoint (safetensors dir/file, GGUF)
+  std::string data_path;
+  std::string device = "cpu";
+  std::string method = "full";
+  std::string out_dir = "runs/train";
+  // how long and how big
+  int steps = 200;
+  int batch = 8;            // sequences per micro-batch
+  int seq = 64;             // tokens per sequence
+  int grad_accum = 1;       // micro-batches per optimizer step
+  // optimizer and schedule
+  float lr = 1e-3f;
+  float min_lr_ratio = 0.1f;
+  int warmup_steps = -1;    // -1: 5% of steps
+  float weight_decay = 0.0f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float clip = 1.0f;        // global gradient-norm clip; 0 disables
+  // evaluation and reporting
+  double val_fraction = 0.05;
+  int val_every = 50;       // 0: only before and after training
+  int val_batches = 4;
+  int log_every = 10;
+  uint64_t seed = 0;
+};
+
+struct TrainResult {
+  double first_val_loss = 0, last_val_loss = 0;
+  std::vector<double> train_losses;  // per step
+  double tokens_per_s = 0;
+};
+
+// Validates options (each error names the flag), trains, writes <out>/metrics.jsonl.
+TrainResult run_training(const TrainOptions& options);
+
+// The methods the trainer knows; throws naming the method if it is unknown or not yet available.
+void check_method(const std::string& method);
+
+}  // namespace owlore

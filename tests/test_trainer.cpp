@@ -1,0 +1,117 @@
+// End-to-end CPU training runs (the tiny presets on Tiny Shakespeare): loss and validation loss
+// must fall, and gradient accumulation must equal one large batch of the same tokens.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "train/schedule.h"
+#include "train/trainer.h"
+
+using namespace owlore;
+
+namespace {
+std::string shakespeare() { return std::string(OWLORE_SOURCE_DIR) + "/data/tinyshakespeare/input.txt"; }
+
+std::string temp_dir(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("owlore_test_" + name + "_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  return dir.string();
+}
+
+double mean(const std::vector<double>& x, size_t begin, size_t end) {
+  return std::accumulate(x.begin() + begin, x.begin() + end, 0.0) / (double)(end - begin);
+}
+}  // namespace
+
+TEST(Schedule, WarmupThenCosineToTheFloor) {
+  LrSchedule s{1e-3f, 0.1f, 10, 110};
+  EXPECT_FLOAT_EQ(s.at(1), 1e-4f);
+  EXPECT_FLOAT_EQ(s.at(10), 1e-3f);
+  EXPECT_NEAR(s.at(60), 0.55e-3f, 1e-9);  // half way down the cosine
+  EXPECT_FLOAT_EQ(s.at(110), 1e-4f);
+  for (int step = 11; step < 110; step++) EXPECT_GE(s.at(step), s.at(step + 1));
+}
+
+TEST(Trainer, TinyPresetLearnsShakespeare) {
+  TrainOptions o;
+  o.preset = "tiny";
+  o.data_path = shakespeare();
+  o.out_dir = temp_dir("learn");
+  o.steps = 120;
+  o.batch = 4;
+  o.seq = 32;
+  o.val_every = 60;
+  o.log_every = 40;
+  const TrainResult r = run_training(o);
+  ASSERT_EQ(r.train_losses.size(), 120u);
+  const double first = mean(r.train_losses, 0, 10), last = mean(r.train_losses, 110, 120);
+  EXPECT_LT(last, first - 1.5) << "training loss " << first << " -> " << last;
+  EXPECT_LT(r.last_val_loss, r.first_val_loss - 1.5)
+      << "validation loss " << r.first_val_loss << " -> " << r.last_val_loss;
+  // One JSON object per step plus the step-0 validation, each with the promised fields.
+  std::ifstream file(o.out_dir + "/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(file, line)) {
+    const auto record = nlohmann::json::parse(line);
+    if (lines > 0)
+      for (const char* key : {"step", "loss", "lr", "grad_norm", "tokens_per_s"})
+        EXPECT_TRUE(record.contains(key)) << "metrics line " << lines << " lacks " << key;
+    lines++;
+  }
+  EXPECT_EQ(lines, 121);
+  std::filesystem::remove_all(o.out_dir);
+}
+
+TEST(Trainer, AccumulationEqualsOneLargeBatch) {
+  // 2 micro-batches of 3 rows and 1 batch of 6 rows see the same rows in the same order, so the
+  // trajectories agree up to float summation order.
+  TrainOptions a;
+  a.preset = "tiny-tied";
+  a.data_path = shakespeare();
+  a.steps = 4;
+  a.seq = 16;
+  a.val_every = 0;
+  a.val_batches = 1;
+  TrainOptions b = a;
+  a.batch = 6, a.grad_accum = 1, a.out_dir = temp_dir("acc_a");
+  b.batch = 3, b.grad_accum = 2, b.out_dir = temp_dir("acc_b");
+  b.val_batches = 2;  // the same 6 validation rows
+  const TrainResult ra = run_training(a), rb = run_training(b);
+  for (int i = 0; i < 4; i++) EXPECT_NEAR(ra.train_losses[i], rb.train_losses[i], 2e-5) << "step " << i + 1;
+  EXPECT_NEAR(ra.last_val_loss, rb.last_val_loss, 2e-5);
+  std::filesystem::remove_all(a.out_dir);
+  std::filesystem::remove_all(b.out_dir);
+}
+
+TEST(Trainer, BadOptionsNameTheProblem) {
+  TrainOptions o;
+  o.preset = "tiny";
+  o.data_path = shakespeare();
+  o.out_dir = temp_dir("bad");
+  auto message = [](const TrainOptions& opts) {
+    try {
+      run_training(opts);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  TrainOptions x = o;
+  x.method = "adam";
+  EXPECT_NE(message(x).find("unknown method 'adam'"), std::string::npos) << message(x);
+  x = o, x.seq = 100000;
+  EXPECT_NE(message(x).find("--seq 100000 does not fit"), std::string::npos) << message(x);
+  x = o, x.data_path = "/no/such/file.txt";
+  EXPECT_NE(message(x).find("/no/such/file.txt"), std::string::npos) << message(x);
+  x = o, x.batch = 0;
+  EXPECT_NE(message(x).find("--batch"), std::string::npos) << message(x);
+  x = o, x.preset = "llama-9000";
+  EXPECT_NE(message(x).find("unknown preset 'llama-9000'"), std::string::npos) << message(x);
+}
