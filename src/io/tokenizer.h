@@ -1,0 +1,112 @@
+// Byte-level BPE tokenizer (GPT-2 style), bit-identical to Hugging Face `tokenizers` for the
+// vocabularies owlore trains (SmolLM2, GPT-2): tests/test_tokenizer.cpp checks it against ids
+// that tools/make_tokenizer_golden.py produced with HF tokenizers.
+//
+// encode(text):
+//   1. special tokens (GGUF token type 3 = control or 4 = user-defined; HF added_tokens) are
+//      found first, leftmost-longest, and never split;
+//   2. the text between them is pre-tokenized with PCRE2 (UTF-8, Unicode properties): the
+//      GPT-2 regex, preceded for SmolLM2 ("smollm") by isolating every \p{N} character, as HF's
+//      Sequence[Digits(individual_digits=true), ByteLevel(use_regex=true)] does;
+//   3. each piece's bytes map to the 256 byte-level symbols, and merges apply lowest rank
+//      first (ties: leftmost), as HF's BPE word merge does.
+// Bytes that are not valid UTF-8 cannot match the regex; each such run becomes its own piece.
+// A byte whose symbol the vocabulary lacks is dropped, as HF does (SmolLM2 lacks 21 bytes, e.g.
+// 0x04, 0xF5..0xFF); dropped_bytes() counts them so loaders can report it. Otherwise encode is
+// lossless: decode(encode(x)) == x.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace owlore {
+
+// GGUF's tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
+enum TokenType : int { kTokenNormal = 1, kTokenUnknown = 2, kTokenControl = 3, kTokenUserDefined = 4,
+                       kTokenUnused = 5, kTokenByte = 6 };
+
+// A vocabulary as GGUF metadata stores it (tokenizer.ggml.*); the GGUF reader fills this, and
+// load_tokenizer_json builds it from a Hugging Face tokenizer.json.
+struct BpeVocab {
+  std::vector<std::string> tokens;  // byte-level strings ("Ġthe"), specials as written ("<|im_end|>")
+  std::vector<std::string> merges;  // "a b", rank = index
+  std::vector<int> token_types;     // TokenType per token; empty = all normal
+  int bos = -1, eos = -1, pad = -1;
+  std::string pre;  // pre-tokenizer name, as GGUF tokenizer.ggml.pre: "gpt2" or "smollm"
+  bool ignore_merges = false;  // HF BPE option: a piece that is itself a token skips the merges
+};
+
+class Tokenizer {
+ public:
+  // Throws owlore::Error if the vocabulary is not a usable byte-level BPE (a byte symbol or a
+  // merge result missing from tokens, an unknown pre-tokenizer, mismatched token_types).
+  explicit Tokenizer(BpeVocab vocab);
+  ~Tokenizer();
+  Tokenizer(Tokenizer&&) noexcept;
+  Tokenizer& operator=(Tokenizer&&) noexcept;
+
+  // parse_special=false treats special-token text ("<|im_end|>") as ordinary text.
+  // Not thread-safe: encode fills a per-tokenizer cache of pieces (use one Tokenizer per thread).
+  std::vector<int32_t> encode(const std::string& text, bool parse_special = true) const;
+  // Appends instead of returning, for building long streams without copies.
+  void encode_append(const std::string& text, std::vector<int32_t>& ids, bool parse_special = true) const;
+  std::string decode(const std::vector<int32_t>& ids) const;
+
+  int size() const { return (int)vocab_.tokens.size(); }
+  // Id of a token written as in the vocabulary ("Ġthe", "<|im_end|>"), or -1.
+  int token_id(const std::string& token) const;
+  // Same, but throws naming the token when the vocabulary lacks it.
+  int require_token(const std::string& token) const;
+  // The text bytes a token stands for (what decode emits for it).
+  const std::string& token_bytes(int32_t id) const;
+  bool is_special(int32_t id) const;
+  // Bytes encode has dropped so far because the vocabulary has no symbol for them.
+  int64_t dropped_bytes() const { return dropped_bytes_; }
+  const BpeVocab& vocab() const { return vocab_; }
+
+ private:
+  struct Regexes;  // compiled PCRE2 patterns and match data (owned)
+  void encode_ordinary(const char* text, size_t n, std::vector<int32_t>& ids) const;
+  void encode_piece(const char* piece, size_t n, std::vector<int32_t>& ids) const;
+  void bpe(const char* piece, size_t n, std::vector<int32_t>& out) const;
+
+  BpeVocab vocab_;
+  std::unordered_map<std::string, int> token_ids_;
+  std::vector<std::string> token_bytes_;
+  std::vector<uint8_t> special_;
+  int byte_token_[256];
+  std::unordered_map<uint64_t, std::pair<int, int>> merge_of_pair_;  // (left<<32|right) -> (rank, merged id)
+  std::vector<std::vector<int>> specials_by_first_byte_;           // 256 lists, longest first
+  bool split_digits_ = false;
+  std::unique_ptr<Regexes> regex_;
+  struct CachedPiece {
+    std::vector<int32_t> ids;
+    int dropped_bytes = 0;
+  };
+  mutable std::unordered_map<std::string, CachedPiece> cache_;
+  mutable int64_t dropped_bytes_ = 0;
+};
+
+// Reads a Hugging Face tokenizer.json: model.vocab, model.merges ("a b" strings or [a, b]
+// arrays), added_tokens (special=true -> control, else user-defined), pre_tokenizer (ByteLevel
+// alone -> "gpt2"; Sequence[Digits(individual_digits=true), ByteLevel] -> "smollm"). bos/eos/pad
+// come from a tokenizer_config.json in the same folder when there is one. Errors name the file
+// and the key.
+BpeVocab load_tokenizer_json(const std::string& path);
+
+// ChatML as SmolLM2-Instruct's chat_template renders it (GGUF tokenizer.chat_template):
+//   {% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}
+//   <|im_start|>system\n{default system}<|im_end|>\n{% endif %}
+//   <|im_start|>{role}\n{content}<|im_end|>\n{% endfor %}
+//   {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
+extern const char* const kSmolLM2SystemMessage;  // "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+std::string format_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                        const std::string& default_system = kSmolLM2SystemMessage);
+
+}  // namespace owlore
