@@ -143,11 +143,26 @@ void split_qkv(const std::vector<float>& x, const Shape& s, std::vector<float>& 
 
 constexpr double kFloor = 2e-3;
 
-class AttentionGpu : public ::testing::TestWithParam<Shape> {};
+// Forward then backward on device buffers; the shipped launchers or an explicit tile config.
+using Runner = void (*)(bf16* out, float* lse, bf16* dqkv, const bf16* dout, const bf16* qkv, float* ws,
+                        const Shape& s);
+void run_shipped(bf16* out, float* lse, bf16* dqkv, const bf16* dout, const bf16* qkv, float* ws, const Shape& s) {
+  attention_forward(out, lse, qkv, s.B, s.T, s.Hq, s.Hkv, s.hd, 0);
+  attention_backward(dqkv, dout, qkv, out, lse, s.B, s.T, s.Hq, s.Hkv, s.hd, ws, 0);
+}
+template <template <int> class Cfg>
+void run_config(bf16* out, float* lse, bf16* dqkv, const bf16* dout, const bf16* qkv, float* ws, const Shape& s) {
+  using namespace attention_detail;
+  if (s.hd == 64) {
+    launch_forward<Cfg<64>>(out, lse, qkv, s.B, s.T, s.Hq, s.Hkv, 0);
+    backward_all<Cfg<64>>(dqkv, dout, qkv, out, lse, s.B, s.T, s.Hq, s.Hkv, ws, 0);
+  } else {
+    launch_forward<Cfg<128>>(out, lse, qkv, s.B, s.T, s.Hq, s.Hkv, 0);
+    backward_all<Cfg<128>>(dqkv, dout, qkv, out, lse, s.B, s.T, s.Hq, s.Hkv, ws, 0);
+  }
+}
 
-TEST_P(AttentionGpu, MatchesTwinWithinBf16Baseline) {
-  OWLORE_SKIP_WITHOUT_GPU();
-  const Shape s = GetParam();
+void check_shape(const Shape& s, Runner run) {
   const int64_t n_qkv = (int64_t)s.B * s.T * (s.Hq + 2 * s.Hkv) * s.hd;
   const int64_t n_out = (int64_t)s.B * s.T * s.Hq * s.hd, n_lse = (int64_t)s.B * s.Hq * s.T;
   const uint64_t seed = 1000 + s.B * 7 + s.T * 131 + s.Hq * 17 + s.Hkv * 3 + s.hd;
@@ -160,9 +175,7 @@ TEST_P(AttentionGpu, MatchesTwinWithinBf16Baseline) {
   DeviceBuffer<float> d_ws(attention_backward_workspace_bytes(s.B, s.T, s.Hq) / sizeof(float));
   d_qkv.upload(to_bf16(qkv));
   d_dout.upload(to_bf16(dout));
-  attention_forward(d_out.ptr, d_lse.ptr, d_qkv.ptr, s.B, s.T, s.Hq, s.Hkv, s.hd, 0);
-  attention_backward(d_dqkv.ptr, d_dout.ptr, d_qkv.ptr, d_out.ptr, d_lse.ptr, s.B, s.T, s.Hq, s.Hkv, s.hd, d_ws.ptr,
-                     0);
+  run(d_out.ptr, d_lse.ptr, d_dqkv.ptr, d_dout.ptr, d_qkv.ptr, d_ws.ptr, s);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const std::vector<float> out = to_float(d_out.download()), lse = d_lse.download(),
                            dqkv = to_float(d_dqkv.download());
@@ -201,6 +214,32 @@ TEST_P(AttentionGpu, MatchesTwinWithinBf16Baseline) {
   std::printf("[%s] out %.3g/%.3g lse %.3g;%s (ours/baseline)\n", s.name().c_str(), e_out, b_out, e_lse,
               summary.c_str());
 }
+
+class AttentionGpu : public ::testing::TestWithParam<Shape> {};
+TEST_P(AttentionGpu, MatchesTwinWithinBf16Baseline) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  check_shape(GetParam(), run_shipped);
+}
+// The one-m-tile-per-warp configuration (kept for comparison in the benchmark) must be right too.
+class AttentionGpuMt1 : public ::testing::TestWithParam<Shape> {};
+TEST_P(AttentionGpuMt1, MatchesTwinWithinBf16Baseline) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  check_shape(GetParam(), run_config<attention_detail::ConfigMt1>);
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionGpuMt1,
+                         ::testing::Values(Shape{1, 17, 9, 3, 64}, Shape{2, 100, 9, 3, 128}, Shape{1, 300, 8, 2, 64},
+                                           Shape{1, 300, 8, 1, 128}),
+                         [](const ::testing::TestParamInfo<Shape>& info) { return info.param.name(); });
+// ... and the other (all-MT=2) one, so Config can switch between them on a measurement alone.
+class AttentionGpuMt2 : public ::testing::TestWithParam<Shape> {};
+TEST_P(AttentionGpuMt2, MatchesTwinWithinBf16Baseline) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  check_shape(GetParam(), run_config<attention_detail::ConfigMt2>);
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, AttentionGpuMt2,
+                         ::testing::Values(Shape{1, 17, 9, 3, 64}, Shape{2, 100, 9, 3, 128}, Shape{1, 300, 8, 2, 64},
+                                           Shape{1, 300, 8, 1, 128}),
+                         [](const ::testing::TestParamInfo<Shape>& info) { return info.param.name(); });
 
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionGpu,
                          ::testing::Values(Shape{2, 1, 8, 8, 64}, Shape{1, 1, 8, 2, 128}, Shape{1, 17, 9, 3, 64},

@@ -116,19 +116,21 @@ static void run_shape(FILE* jl, int B, int T, int Hq, int Hkv, int reps) {
   auto bwd = [&] { attention_backward(b.dqkv, b.dout, b.qkv, b.out, b.lse, B, T, Hq, Hkv, HD, b.ws, 0); };
   const float t_fwd = median_ms(fwd, reps);
   const float t_fb = median_ms([&] { fwd(); bwd(); }, reps);
-  // Per-kernel times and tile variants (for Config<HD>).
-  const float t_dot = median_ms([&] { launch_backward_dot<HD>(b.ws, b.dout, b.out, B, T, Hq, 0); }, reps);
-  const float t_f4 = median_ms([&] { launch_forward<HD, 4>(b.out, b.lse, b.qkv, B, T, Hq, Hkv, 0); }, reps);
-  const float t_f8 = median_ms([&] { launch_forward<HD, 8>(b.out, b.lse, b.qkv, B, T, Hq, Hkv, 0); }, reps);
-  constexpr int BMq = Config<HD>::kDkdvQueryRows;
-  const float t_kv4 = median_ms(
-      [&] { launch_backward_dkdv<HD, 4, BMq>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); }, reps);
-  const float t_kv8 = median_ms(
-      [&] { launch_backward_dkdv<HD, 8, BMq>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); }, reps);
-  const float t_q4 =
-      median_ms([&] { launch_backward_dq<HD, 4>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); }, reps);
-  const float t_q8 =
-      median_ms([&] { launch_backward_dq<HD, 8>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); }, reps);
+  // Per-kernel times of the tile variants (for Config<HD>).
+  using C1 = ConfigMt1<HD>;
+  using C2 = ConfigMt2<HD>;
+  using F2b = TileConfig<HD, 4, 2, (HD == 64 ? 32 : 64), (HD == 64), 4, 1, 32, 4, 2, 64>;  // other BN
+  std::vector<std::pair<std::string, float>> var;
+  auto add = [&](const char* name, const std::function<void()>& fn) { var.emplace_back(name, median_ms(fn, reps)); };
+  add("dot", [&] { launch_backward_dot<HD>(b.ws, b.dout, b.out, B, T, Hq, 0); });
+  add("fwd_mt1", [&] { launch_forward<C1>(b.out, b.lse, b.qkv, B, T, Hq, Hkv, 0); });
+  add("fwd_mt2", [&] { launch_forward<C2>(b.out, b.lse, b.qkv, B, T, Hq, Hkv, 0); });
+  add("fwd_mt2_bn", [&] { launch_forward<F2b>(b.out, b.lse, b.qkv, B, T, Hq, Hkv, 0); });
+  add("dkdv_mt1", [&] { launch_backward_dkdv<C1>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); });
+  add("dkdv_mt2", [&] { launch_backward_dkdv<C2>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); });
+  add("dq_mt1", [&] { launch_backward_dq<C1>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); });
+  add("dq_mt2", [&] { launch_backward_dq<C2>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); });
+  add("dq_mt2_bn", [&] { launch_backward_dq<F2b>(b.dqkv, b.dout, b.qkv, b.lse, b.ws, B, T, Hq, Hkv, 0); });
   // outputs of the timed runs must be finite
   fwd();
   bwd();
@@ -139,17 +141,22 @@ static void run_shape(FILE* jl, int B, int T, int Hq, int Hkv, int reps) {
   for (float x : o) finite &= std::isfinite(x);
   for (float x : d) finite &= std::isfinite(x);
 
-  std::printf("hd%-3d B%-3d T%-5d H%d/%d  fwd %7.3f ms %6.1f TF/s | fwd+bwd %7.3f ms %6.1f TF/s | "
-              "dot %.3f fwd4 %.3f fwd8 %.3f dkdv4 %.3f dkdv8 %.3f dq4 %.3f dq8 %.3f %s\n",
-              HD, B, T, Hq, Hkv, t_fwd, fwd_flop / t_fwd * 1e-9, t_fb, fb_flop / t_fb * 1e-9, t_dot, t_f4, t_f8, t_kv4,
-              t_kv8, t_q4, t_q8, finite ? "" : "NON-FINITE OUTPUT");
+  std::string vtxt, vjson;
+  for (auto& [name, ms] : var) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, " %s %.3f", name.c_str(), ms);
+    vtxt += buf;
+    std::snprintf(buf, sizeof buf, "%s\"%s\":%.5f", vjson.empty() ? "" : ",", name.c_str(), ms);
+    vjson += buf;
+  }
+  std::printf("hd%-3d B%-3d T%-5d H%d/%d  fwd %7.3f ms %6.1f TF/s | fwd+bwd %7.3f ms %6.1f TF/s |%s %s\n", HD, B, T,
+              Hq, Hkv, t_fwd, fwd_flop / t_fwd * 1e-9, t_fb, fb_flop / t_fb * 1e-9, vtxt.c_str(),
+              finite ? "" : "NON-FINITE OUTPUT");
   if (jl)
     std::fprintf(jl,
                  "{\"hd\":%d,\"B\":%d,\"T\":%d,\"Hq\":%d,\"Hkv\":%d,\"fwd_ms\":%.5f,\"fwdbwd_ms\":%.5f,"
-                 "\"dot_ms\":%.5f,\"fwd4_ms\":%.5f,\"fwd8_ms\":%.5f,\"dkdv4_ms\":%.5f,\"dkdv8_ms\":%.5f,"
-                 "\"dq4_ms\":%.5f,\"dq8_ms\":%.5f,\"finite\":%s}\n",
-                 HD, B, T, Hq, Hkv, t_fwd, t_fb, t_dot, t_f4, t_f8, t_kv4, t_kv8, t_q4, t_q8,
-                 finite ? "true" : "false");
+                 "\"variants\":{%s},\"finite\":%s}\n",
+                 HD, B, T, Hq, Hkv, t_fwd, t_fb, vjson.c_str(), finite ? "true" : "false");
   cudaFree(b.qkv), cudaFree(b.dqkv), cudaFree(b.out), cudaFree(b.dout), cudaFree(b.lse), cudaFree(b.ws);
 }
 

@@ -99,12 +99,11 @@ def main():
     head = ("| hd | BxT | Hq/Hkv | ours fwd ms (TF/s) | FA2 fwd | cuDNN fwd | ours fwd+bwd ms (TF/s) | "
             "FA2 fwd+bwd | cuDNN fwd+bwd | FA2/ours f+b | cuDNN/ours f+b | peer GQA mode |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|")
-    variants = ["| hd | BxT | dot | fwd NW4 | fwd NW8 | dkdv NW4 | dkdv NW8 | dq NW4 | dq NW8 |",
-                "|---|---|---|---|---|---|---|---|---|"]
+    keys = list(rows[0]["variants"].keys()) if rows else []
+    variants = ["| hd | BxT | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for r in rows:
-        variants.append(f"| {r['hd']} | {r['B']}x{r['T']} | {r['dot_ms']:.3f} | {r['fwd4_ms']:.3f} | "
-                        f"{r['fwd8_ms']:.3f} | {r['dkdv4_ms']:.3f} | {r['dkdv8_ms']:.3f} | {r['dq4_ms']:.3f} | "
-                        f"{r['dq8_ms']:.3f} |")
+        variants.append(f"| {r['hd']} | {r['B']}x{r['T']} | " +
+                        " | ".join(f"{r['variants'][k]:.3f}" for k in keys) + " |")
     slug = card.replace("NVIDIA ", "").replace(" ", "-").lower()
     md = (f"# attention benchmark: {card}, {args.date}\n\ncommit {args.commit}; torch {torch.__version__}; "
           f"bf16 matmul ceiling {ceiling:.0f} TFLOP/s (8192^3, same run).\n"

@@ -17,6 +17,8 @@ if ! "$D/test_attention_gpu" --gtest_list_tests > /dev/null 2>&1 || [ "${REBUILD
   wait
   $NVCC $D/t.o $D/ref.o $D/gtest-all.o $D/gtest_main.o -o $D/test_attention_gpu -lpthread
 fi
+echo "== sass (HMMA / LDSM / local-memory instructions per kernel)"
+cuobjdump -sass "$D/bench_attention" | grep -E "Function :|HMMA|LDSM|LDL|STL" | awk '/Function/{if(n)print n, "HMMA",h, "LDSM",l, "LDL",s, "STL",x; n=$3; h=0;l=0;s=0;x=0} /HMMA/{h++} /LDSM/{l++} /LDL/{s++} /STL/{x++} END{print n,"HMMA",h,"LDSM",l,"LDL",s,"STL",x}' | sed -E 's/_ZN6owlore16attention_detail[0-9]*//; s/EEEv[^ ]*//' | tee "$OUT/sass.txt"
 echo "== gtest"
 "$D/test_attention_gpu" 2>&1 | tee "$OUT/test.log" | grep -E "^\[|FAIL|rel error" | grep -v "^\[ RUN" | tail -40
 echo "== memcheck (small shapes)"

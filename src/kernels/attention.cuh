@@ -32,6 +32,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/common.cuh"
 
@@ -123,11 +124,13 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], c
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward. Grid (ceil(T/BM), Hq, B); block 32*NW; BM = 16*NW query rows.
-template <int HD, int NW>
+// Forward. Grid (ceil(T/BM), Hq, B); block 32*NW; each warp owns MT m16 tiles (16*MT query rows),
+// BM = 16*MT*NW. Every K/V fragment read from shared memory feeds MT mmas (MT=2 halves the
+// shared-memory traffic per mma, which is what bounds MT=1). QREG keeps Q's fragments in registers.
+template <int HD, int NW, int MT, int BN, bool QREG>
 static __global__ void __launch_bounds__(NW * 32)
     attention_forward_kernel(bf16* out, float* lse, const bf16* qkv, int T, int Hq, int Hkv, float scale_log2) {
-  constexpr int BM = 16 * NW, BN = kTileN, NT = NW * 32;
+  constexpr int BM = 16 * MT * NW, NT = NW * 32, WM = 16 * MT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
   bf16* sK = sQ + BM * HD;      // 2 stages
@@ -149,12 +152,17 @@ static __global__ void __launch_bounds__(NW * 32)
   load_tile<BN, HD, NT>(sV, vbase, stride, T);
   cp_async_commit();
 
-  float o[HD / 8][4];
+  float o[MT][HD / 8][4];
 #pragma unroll
-  for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  uint32_t qf[HD / 16][4];
-  const int row_base = q0 + warp * 16 + (lane >> 2);  // this thread's rows: row_base, row_base + 8
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.f;
+  float m[MT][2], l[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.f;
+  uint32_t qf[QREG ? MT : 1][QREG ? HD / 16 : 1][4];
+  const int warp_row0 = q0 + warp * WM;
+  const int row_base = warp_row0 + (lane >> 2);  // rows of m-tile mt: row_base + 16*mt (+8)
 
   for (int j = 0; j < n_kv; j++) {
     const int stage = j & 1;
@@ -166,73 +174,96 @@ static __global__ void __launch_bounds__(NW * 32)
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (j == 0) {
+    if constexpr (QREG) {
+      if (j == 0) {
 #pragma unroll
-      for (int kk = 0; kk < HD / 16; kk++) load_a<HD>(qf[kk], sQ, warp * 16, kk * 16, lane);
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+          for (int kk = 0; kk < HD / 16; kk++) load_a<HD>(qf[mt][kk], sQ, warp * WM + mt * 16, kk * 16, lane);
+      }
     }
     const bf16* k_s = sK + stage * BN * HD;
     const bf16* v_s = sV + stage * BN * HD;
 
-    float s[BN / 8][4];
+    float s[MT][BN / 8][4];
 #pragma unroll
-    for (int i = 0; i < BN / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < BN / 8; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
+      uint32_t qa[QREG ? 1 : MT][4];
+      if constexpr (!QREG) {
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) load_a<HD>(qa[mt], sQ, warp * WM + mt * 16, kk * 16, lane);
+      }
 #pragma unroll
       for (int nn = 0; nn < BN / 16; nn++) {
         uint32_t bf[4];
         load_b_nk<HD>(bf, k_s, nn * 16, kk * 16, lane);
-        mma_16816(s[2 * nn], qf[kk], bf[0], bf[1]);
-        mma_16816(s[2 * nn + 1], qf[kk], bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          const uint32_t(&a)[4] = QREG ? qf[QREG ? mt : 0][QREG ? kk : 0] : qa[QREG ? 0 : mt];
+          mma_16816(s[mt][2 * nn], a, bf[0], bf[1]);
+          mma_16816(s[mt][2 * nn + 1], a, bf[2], bf[3]);
+        }
       }
     }
     // Mask only tiles that reach past this warp's first row (the diagonal and the ragged end).
-    if (j * BN + BN - 1 > q0 + warp * 16) {
+    if (j * BN + BN - 1 > warp_row0) {
 #pragma unroll
-      for (int nt = 0; nt < BN / 8; nt++)
+      for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int col = j * BN + nt * 8 + 2 * (lane & 3) + (e & 1);
-          const int row = row_base + (e >> 1) * 8;
-          if (col > row) s[nt][e] = -INFINITY;
-        }
+        for (int nt = 0; nt < BN / 8; nt++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int col = j * BN + nt * 8 + 2 * (lane & 3) + (e & 1);
+            const int row = row_base + mt * 16 + (e >> 1) * 8;
+            if (col > row) s[mt][nt][e] = -INFINITY;
+          }
     }
     // Online softmax, base 2: p = 2^(s*scale*log2e - m*scale*log2e).
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-      float mx = m[r];
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int nt = 0; nt < BN / 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * r], s[nt][2 * r + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_scaled = (mx == -INFINITY) ? 0.f : mx * scale_log2;
-      const float corr = exp2f(m[r] * scale_log2 - m_scaled);
-      m[r] = mx;
-      float sum = 0.f;
+      for (int r = 0; r < 2; r++) {
+        float mx = m[mt][r];
 #pragma unroll
-      for (int nt = 0; nt < BN / 8; nt++) {
-        s[nt][2 * r] = exp2f(fmaf(s[nt][2 * r], scale_log2, -m_scaled));
-        s[nt][2 * r + 1] = exp2f(fmaf(s[nt][2 * r + 1], scale_log2, -m_scaled));
-        sum += s[nt][2 * r] + s[nt][2 * r + 1];
+        for (int nt = 0; nt < BN / 8; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_scaled = (mx == -INFINITY) ? 0.f : mx * scale_log2;
+        const float corr = exp2f(m[mt][r] * scale_log2 - m_scaled);
+        m[mt][r] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+          s[mt][nt][2 * r] = exp2f(fmaf(s[mt][nt][2 * r], scale_log2, -m_scaled));
+          s[mt][nt][2 * r + 1] = exp2f(fmaf(s[mt][nt][2 * r + 1], scale_log2, -m_scaled));
+          sum += s[mt][nt][2 * r] + s[mt][nt][2 * r + 1];
+        }
+        l[mt][r] = l[mt][r] * corr + sum;
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++) {
+          o[mt][dt][2 * r] *= corr;
+          o[mt][dt][2 * r + 1] *= corr;
+        }
       }
-      l[r] = l[r] * corr + sum;
-#pragma unroll
-      for (int dt = 0; dt < HD / 8; dt++) {
-        o[dt][2 * r] *= corr;
-        o[dt][2 * r + 1] *= corr;
-      }
-    }
     // O += P V
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {
-      uint32_t pa[4];
-      c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) c_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
       for (int dd = 0; dd < HD / 16; dd++) {
         uint32_t bf[4];
         load_b_kn<HD>(bf, v_s, kk * 16, dd * 16, lane);
-        mma_16816(o[2 * dd], pa, bf[0], bf[1]);
-        mma_16816(o[2 * dd + 1], pa, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_16816(o[mt][2 * dd], pa[mt], bf[0], bf[1]);
+          mma_16816(o[mt][2 * dd + 1], pa[mt], bf[2], bf[3]);
+        }
       }
     }
     __syncthreads();  // the next iteration's prefetch overwrites this stage
@@ -240,20 +271,23 @@ static __global__ void __launch_bounds__(NW * 32)
 
   const float scale = scale_log2 / kLog2e;
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    float sum = l[r];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int row = row_base + r * 8;
-    if (row < T) {
-      const float inv = 1.f / sum;
-      bf16* orow = out + ((int64_t)b * T + row) * Hq * HD + (int64_t)h * HD + 2 * (lane & 3);
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int dt = 0; dt < HD / 8; dt++)
-        *reinterpret_cast<uint32_t*>(orow + dt * 8) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
-      if ((lane & 3) == 0) lse[((int64_t)b * Hq + h) * T + row] = m[r] * scale + logf(sum);
+    for (int r = 0; r < 2; r++) {
+      float sum = l[mt][r];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int row = row_base + mt * 16 + r * 8;
+      if (row < T) {
+        const float inv = 1.f / sum;
+        bf16* orow = out + ((int64_t)b * T + row) * Hq * HD + (int64_t)h * HD + 2 * (lane & 3);
+#pragma unroll
+        for (int dt = 0; dt < HD / 8; dt++)
+          *reinterpret_cast<uint32_t*>(orow + dt * 8) =
+              pack_bf16(o[mt][dt][2 * r] * inv, o[mt][dt][2 * r + 1] * inv);
+        if ((lane & 3) == 0) lse[((int64_t)b * Hq + h) * T + row] = m[mt][r] * scale + logf(sum);
+      }
     }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,12 +315,13 @@ static __global__ void attention_backward_dot_kernel(float* Dvec, const bf16* do
   }
 }
 
-// Backward (2): dK, dV. Grid (ceil(T/BN), Hkv, B); BN = 16*NW kv rows; query tiles of BM rows.
-template <int HD, int NW, int BM>
+// Backward (2): dK, dV. Grid (ceil(T/BN), Hkv, B); each warp owns MT m16 tiles of kv rows,
+// BN = 16*MT*NW kv rows per block; query tiles of BM rows stream through shared memory.
+template <int HD, int NW, int MT, int BM>
 static __global__ void __launch_bounds__(NW * 32)
     attention_backward_dkdv_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                                    const float* Dvec, int T, int Hq, int Hkv, float scale_log2) {
-  constexpr int BN = 16 * NW, NT = NW * 32;
+  constexpr int BN = 16 * MT * NW, NT = NW * 32, WM = 16 * MT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);
   bf16* sV = sK + BN * HD;
@@ -326,12 +361,14 @@ static __global__ void __launch_bounds__(NW * 32)
   issue(0, 0);
   cp_async_commit();
 
-  float dk[HD / 8][4], dv[HD / 8][4];
+  float dk[MT][HD / 8][4], dv[MT][HD / 8][4];
 #pragma unroll
-  for (int i = 0; i < HD / 8; i++)
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.f;
-  const int kv_row = k0 + warp * 16 + (lane >> 2);  // this thread's kv rows: kv_row, kv_row + 8
+    for (int i = 0; i < HD / 8; i++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) dk[mt][i][e] = dv[mt][i][e] = 0.f;
+  const int kv_row = k0 + warp * WM + (lane >> 2);  // rows of m-tile mt: kv_row + 16*mt (+8)
 
   for (int it = 0; it < n_it; it++) {
     const int stage = it & 1;
@@ -345,78 +382,103 @@ static __global__ void __launch_bounds__(NW * 32)
     const float* l_s = sL + stage * BM;
     const float* d_s = sD + stage * BM;
 
-    // S^T = K Q^T (16 kv rows x BM query columns per warp)
-    float s[BM / 8][4];
+    // S^T = K Q^T (16*MT kv rows x BM query columns per warp)
+    float s[MT][BM / 8][4];
 #pragma unroll
-    for (int i = 0; i < BM / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < BM / 8; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-      uint32_t af[4];
-      load_a<HD>(af, sK, warp * 16, kk * 16, lane);
+      uint32_t af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) load_a<HD>(af[mt], sK, warp * WM + mt * 16, kk * 16, lane);
 #pragma unroll
       for (int nn = 0; nn < BM / 16; nn++) {
         uint32_t bf[4];
         load_b_nk<HD>(bf, q_s, nn * 16, kk * 16, lane);
-        mma_16816(s[2 * nn], af, bf[0], bf[1]);
-        mma_16816(s[2 * nn + 1], af, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_16816(s[mt][2 * nn], af[mt], bf[0], bf[1]);
+          mma_16816(s[mt][2 * nn + 1], af[mt], bf[2], bf[3]);
+        }
       }
     }
     // P^T = 2^(S^T*scale*log2e - lse*log2e); causal: query t < kv s -> 0.
-    const bool need_mask = q0 < k0 + warp * 16 + 15;
+    const bool need_mask = q0 < k0 + warp * WM + WM - 1;
 #pragma unroll
-    for (int nt = 0; nt < BM / 8; nt++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int tl = nt * 8 + 2 * (lane & 3) + (e & 1);
-        float p = exp2f(fmaf(s[nt][e], scale_log2, -l_s[tl]));
-        if (need_mask && q0 + tl < kv_row + (e >> 1) * 8) p = 0.f;
-        s[nt][e] = p;
-      }
+      for (int nt = 0; nt < BM / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int tl = nt * 8 + 2 * (lane & 3) + (e & 1);
+          float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -l_s[tl]));
+          if (need_mask && q0 + tl < kv_row + mt * 16 + (e >> 1) * 8) p = 0.f;
+          s[mt][nt][e] = p;
+        }
     // dV += P^T dO
 #pragma unroll
     for (int kk = 0; kk < BM / 16; kk++) {
-      uint32_t pa[4];
-      c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) c_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
 #pragma unroll
       for (int dd = 0; dd < HD / 16; dd++) {
         uint32_t bf[4];
         load_b_kn<HD>(bf, do_s, kk * 16, dd * 16, lane);
-        mma_16816(dv[2 * dd], pa, bf[0], bf[1]);
-        mma_16816(dv[2 * dd + 1], pa, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_16816(dv[mt][2 * dd], pa[mt], bf[0], bf[1]);
+          mma_16816(dv[mt][2 * dd + 1], pa[mt], bf[2], bf[3]);
+        }
       }
     }
     // dP^T = V dO^T
-    float dp[BM / 8][4];
+    float dp[MT][BM / 8][4];
 #pragma unroll
-    for (int i = 0; i < BM / 8; i++) dp[i][0] = dp[i][1] = dp[i][2] = dp[i][3] = 0.f;
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int i = 0; i < BM / 8; i++) dp[mt][i][0] = dp[mt][i][1] = dp[mt][i][2] = dp[mt][i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-      uint32_t af[4];
-      load_a<HD>(af, sV, warp * 16, kk * 16, lane);
+      uint32_t af[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) load_a<HD>(af[mt], sV, warp * WM + mt * 16, kk * 16, lane);
 #pragma unroll
       for (int nn = 0; nn < BM / 16; nn++) {
         uint32_t bf[4];
         load_b_nk<HD>(bf, do_s, nn * 16, kk * 16, lane);
-        mma_16816(dp[2 * nn], af, bf[0], bf[1]);
-        mma_16816(dp[2 * nn + 1], af, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_16816(dp[mt][2 * nn], af[mt], bf[0], bf[1]);
+          mma_16816(dp[mt][2 * nn + 1], af[mt], bf[2], bf[3]);
+        }
       }
     }
     // dS^T = P^T (dP^T - D)
 #pragma unroll
-    for (int nt = 0; nt < BM / 8; nt++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) dp[nt][e] = s[nt][e] * (dp[nt][e] - d_s[nt * 8 + 2 * (lane & 3) + (e & 1)]);
+      for (int nt = 0; nt < BM / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          dp[mt][nt][e] = s[mt][nt][e] * (dp[mt][nt][e] - d_s[nt * 8 + 2 * (lane & 3) + (e & 1)]);
     // dK += dS^T Q
 #pragma unroll
     for (int kk = 0; kk < BM / 16; kk++) {
-      uint32_t da[4];
-      c_to_a(da, dp[2 * kk], dp[2 * kk + 1]);
+      uint32_t da[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) c_to_a(da[mt], dp[mt][2 * kk], dp[mt][2 * kk + 1]);
 #pragma unroll
       for (int dd = 0; dd < HD / 16; dd++) {
         uint32_t bf[4];
         load_b_kn<HD>(bf, q_s, kk * 16, dd * 16, lane);
-        mma_16816(dk[2 * dd], da, bf[0], bf[1]);
-        mma_16816(dk[2 * dd + 1], da, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_16816(dk[mt][2 * dd], da[mt], bf[0], bf[1]);
+          mma_16816(dk[mt][2 * dd + 1], da[mt], bf[2], bf[3]);
+        }
       }
     }
     __syncthreads();  // the next iteration's prefetch overwrites this stage
@@ -424,25 +486,29 @@ static __global__ void __launch_bounds__(NW * 32)
 
   const float scale = scale_log2 / kLog2e;
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int row = kv_row + r * 8;
-    if (row >= T) continue;
-    bf16* krow = dqkv + ((int64_t)b * T + row) * stride + (int64_t)(Hq + kvh) * HD + 2 * (lane & 3);
-    bf16* vrow = krow + (int64_t)Hkv * HD;
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int dt = 0; dt < HD / 8; dt++) {
-      *reinterpret_cast<uint32_t*>(krow + dt * 8) = pack_bf16(dk[dt][2 * r] * scale, dk[dt][2 * r + 1] * scale);
-      *reinterpret_cast<uint32_t*>(vrow + dt * 8) = pack_bf16(dv[dt][2 * r], dv[dt][2 * r + 1]);
+    for (int r = 0; r < 2; r++) {
+      const int row = kv_row + mt * 16 + r * 8;
+      if (row >= T) continue;
+      bf16* krow = dqkv + ((int64_t)b * T + row) * stride + (int64_t)(Hq + kvh) * HD + 2 * (lane & 3);
+      bf16* vrow = krow + (int64_t)Hkv * HD;
+#pragma unroll
+      for (int dt = 0; dt < HD / 8; dt++) {
+        *reinterpret_cast<uint32_t*>(krow + dt * 8) =
+            pack_bf16(dk[mt][dt][2 * r] * scale, dk[mt][dt][2 * r + 1] * scale);
+        *reinterpret_cast<uint32_t*>(vrow + dt * 8) = pack_bf16(dv[mt][dt][2 * r], dv[mt][dt][2 * r + 1]);
+      }
     }
-  }
 }
 
-// Backward (3): dQ. Grid (ceil(T/BM), Hq, B); BM = 16*NW query rows; kv tiles of kTileN rows.
-template <int HD, int NW>
+// Backward (3): dQ. Grid (ceil(T/BM), Hq, B); each warp owns MT m16 tiles of query rows,
+// BM = 16*MT*NW; kv tiles of BN rows.
+template <int HD, int NW, int MT, int BN>
 static __global__ void __launch_bounds__(NW * 32)
     attention_backward_dq_kernel(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse,
                                  const float* Dvec, int T, int Hq, int Hkv, float scale_log2) {
-  constexpr int BM = 16 * NW, BN = kTileN, NT = NW * 32;
+  constexpr int BM = 16 * MT * NW, NT = NW * 32, WM = 16 * MT;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
   bf16* sdO = sQ + BM * HD;
@@ -465,18 +531,23 @@ static __global__ void __launch_bounds__(NW * 32)
   load_tile<BN, HD, NT>(sV, vbase, stride, T);
   cp_async_commit();
 
-  const int row_base = q0 + warp * 16 + (lane >> 2);
-  float lse2[2], Dr[2];
+  const int warp_row0 = q0 + warp * WM;
+  const int row_base = warp_row0 + (lane >> 2);
+  float lse2[MT][2], Dr[MT][2];
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int row = row_base + r * 8;
-    const int64_t idx = ((int64_t)b * Hq + h) * T + row;
-    lse2[r] = row < T ? lse[idx] * kLog2e : INFINITY;
-    Dr[r] = row < T ? Dvec[idx] : 0.f;
-  }
-  float dq[HD / 8][4];
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-  for (int i = 0; i < HD / 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+    for (int r = 0; r < 2; r++) {
+      const int row = row_base + mt * 16 + r * 8;
+      const int64_t idx = ((int64_t)b * Hq + h) * T + row;
+      lse2[mt][r] = row < T ? lse[idx] * kLog2e : INFINITY;
+      Dr[mt][r] = row < T ? Dvec[idx] : 0.f;
+    }
+  float dq[MT][HD / 8][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) dq[mt][i][0] = dq[mt][i][1] = dq[mt][i][2] = dq[mt][i][3] = 0.f;
 
   for (int j = 0; j < n_kv; j++) {
     const int stage = j & 1;
@@ -491,48 +562,62 @@ static __global__ void __launch_bounds__(NW * 32)
     const bf16* k_s = sK + stage * BN * HD;
     const bf16* v_s = sV + stage * BN * HD;
 
-    float s[BN / 8][4], dp[BN / 8][4];
+    float s[MT][BN / 8][4], dp[MT][BN / 8][4];
 #pragma unroll
-    for (int i = 0; i < BN / 8; i++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) s[i][e] = dp[i][e] = 0.f;
+      for (int i = 0; i < BN / 8; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[mt][i][e] = dp[mt][i][e] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-      uint32_t qa[4], ga[4];
-      load_a<HD>(qa, sQ, warp * 16, kk * 16, lane);
-      load_a<HD>(ga, sdO, warp * 16, kk * 16, lane);
+      uint32_t qa[MT][4], ga[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        load_a<HD>(qa[mt], sQ, warp * WM + mt * 16, kk * 16, lane);
+        load_a<HD>(ga[mt], sdO, warp * WM + mt * 16, kk * 16, lane);
+      }
 #pragma unroll
       for (int nn = 0; nn < BN / 16; nn++) {
         uint32_t bk[4], bv[4];
         load_b_nk<HD>(bk, k_s, nn * 16, kk * 16, lane);
         load_b_nk<HD>(bv, v_s, nn * 16, kk * 16, lane);
-        mma_16816(s[2 * nn], qa, bk[0], bk[1]);
-        mma_16816(s[2 * nn + 1], qa, bk[2], bk[3]);
-        mma_16816(dp[2 * nn], ga, bv[0], bv[1]);
-        mma_16816(dp[2 * nn + 1], ga, bv[2], bv[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_16816(s[mt][2 * nn], qa[mt], bk[0], bk[1]);
+          mma_16816(s[mt][2 * nn + 1], qa[mt], bk[2], bk[3]);
+          mma_16816(dp[mt][2 * nn], ga[mt], bv[0], bv[1]);
+          mma_16816(dp[mt][2 * nn + 1], ga[mt], bv[2], bv[3]);
+        }
       }
     }
-    const bool need_mask = j * BN + BN - 1 > q0 + warp * 16;
+    const bool need_mask = j * BN + BN - 1 > warp_row0;
 #pragma unroll
-    for (int nt = 0; nt < BN / 8; nt++)
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int r = e >> 1;
-        float p = exp2f(fmaf(s[nt][e], scale_log2, -lse2[r]));
-        if (need_mask && j * BN + nt * 8 + 2 * (lane & 3) + (e & 1) > row_base + r * 8) p = 0.f;
-        dp[nt][e] = p * (dp[nt][e] - Dr[r]);
-      }
+      for (int nt = 0; nt < BN / 8; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int r = e >> 1;
+          float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -lse2[mt][r]));
+          if (need_mask && j * BN + nt * 8 + 2 * (lane & 3) + (e & 1) > row_base + mt * 16 + r * 8) p = 0.f;
+          dp[mt][nt][e] = p * (dp[mt][nt][e] - Dr[mt][r]);
+        }
     // dQ += dS K
 #pragma unroll
     for (int kk = 0; kk < BN / 16; kk++) {
-      uint32_t da[4];
-      c_to_a(da, dp[2 * kk], dp[2 * kk + 1]);
+      uint32_t da[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) c_to_a(da[mt], dp[mt][2 * kk], dp[mt][2 * kk + 1]);
 #pragma unroll
       for (int dd = 0; dd < HD / 16; dd++) {
         uint32_t bf[4];
         load_b_kn<HD>(bf, k_s, kk * 16, dd * 16, lane);
-        mma_16816(dq[2 * dd], da, bf[0], bf[1]);
-        mma_16816(dq[2 * dd + 1], da, bf[2], bf[3]);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+          mma_16816(dq[mt][2 * dd], da[mt], bf[0], bf[1]);
+          mma_16816(dq[mt][2 * dd + 1], da[mt], bf[2], bf[3]);
+        }
       }
     }
     __syncthreads();
@@ -540,70 +625,83 @@ static __global__ void __launch_bounds__(NW * 32)
 
   const float scale = scale_log2 / kLog2e;
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int row = row_base + r * 8;
-    if (row >= T) continue;
-    bf16* qrow = dqkv + ((int64_t)b * T + row) * stride + (int64_t)h * HD + 2 * (lane & 3);
+  for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-    for (int dt = 0; dt < HD / 8; dt++)
-      *reinterpret_cast<uint32_t*>(qrow + dt * 8) = pack_bf16(dq[dt][2 * r] * scale, dq[dt][2 * r + 1] * scale);
-  }
+    for (int r = 0; r < 2; r++) {
+      const int row = row_base + mt * 16 + r * 8;
+      if (row >= T) continue;
+      bf16* qrow = dqkv + ((int64_t)b * T + row) * stride + (int64_t)h * HD + 2 * (lane & 3);
+#pragma unroll
+      for (int dt = 0; dt < HD / 8; dt++)
+        *reinterpret_cast<uint32_t*>(qrow + dt * 8) =
+            pack_bf16(dq[mt][dt][2 * r] * scale, dq[mt][dt][2 * r + 1] * scale);
+    }
 }
 
-// Tile configurations (chosen by tools/bench_attention.cu; see the header comment).
-template <int HD>
-struct Config {
-  static constexpr int kFwdWarps = 4;
-  static constexpr int kDkdvWarps = 4;
-  static constexpr int kDkdvQueryRows = HD == 128 ? 32 : 64;
-  static constexpr int kDqWarps = 4;
+// ---- tile configurations ----------------------------------------------------------------------
+// A configuration names the template arguments of the three main kernels; Config<HD> is what the
+// launchers use (chosen by tools/bench_attention.cu), ConfigMt1<HD> the one-m-tile-per-warp
+// variant kept for comparison (and tested, so either can be shipped).
+template <int HD_, int FW, int FMT, int FBN, bool FQREG, int KW, int KMT, int KBM, int QW, int QMT, int QBN>
+struct TileConfig {
+  static constexpr int HD = HD_;
+  static constexpr int kFwdWarps = FW, kFwdMt = FMT, kFwdBn = FBN;
+  static constexpr bool kFwdQreg = FQREG;
+  static constexpr int kDkdvWarps = KW, kDkdvMt = KMT, kDkdvBm = KBM;
+  static constexpr int kDqWarps = QW, kDqMt = QMT, kDqBn = QBN;
 };
+template <int HD>
+using ConfigMt1 = TileConfig<HD, 4, 1, 64, true, 4, 1, (HD == 128 ? 32 : 64), 4, 1, 64>;
+template <int HD>
+using ConfigMt2 = std::conditional_t<HD == 64, TileConfig<64, 4, 2, 64, true, 4, 2, 32, 4, 2, 32>,
+                                     TileConfig<128, 4, 2, 32, false, 4, 1, 32, 4, 2, 32>>;
+template <int HD>
+using Config = ConfigMt2<HD>;
 
-template <int HD, int NW>
+template <typename C>
 inline void launch_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int Hq, int Hkv, cudaStream_t stream) {
-  constexpr int BM = 16 * NW;
-  const size_t smem = (size_t)(BM + 4 * kTileN) * HD * sizeof(bf16);
+  constexpr int HD = C::HD, NW = C::kFwdWarps, MT = C::kFwdMt, BN = C::kFwdBn, BM = 16 * MT * NW;
+  auto kernel = attention_forward_kernel<HD, NW, MT, BN, C::kFwdQreg>;
+  const size_t smem = (size_t)(BM + 4 * BN) * HD * sizeof(bf16);
   static bool configured = false;  // per instantiation: raise the dynamic shared-memory limit once
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel<HD, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     configured = true;
   }
-  const float scale_log2 = kLog2e / sqrtf((float)HD);
-  attention_forward_kernel<HD, NW>
-      <<<dim3(ceil_div(T, BM), Hq, B), NW * 32, smem, stream>>>(out, lse, qkv, T, Hq, Hkv, scale_log2);
+  kernel<<<dim3(ceil_div(T, BM), Hq, B), NW * 32, smem, stream>>>(out, lse, qkv, T, Hq, Hkv,
+                                                                   kLog2e / sqrtf((float)HD));
   CUDA_CHECK_LAUNCH();
 }
 
-template <int HD, int NW, int BM>
+template <typename C>
 inline void launch_backward_dkdv(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse, const float* Dvec,
                                  int B, int T, int Hq, int Hkv, cudaStream_t stream) {
-  constexpr int BN = 16 * NW;
+  constexpr int HD = C::HD, NW = C::kDkdvWarps, MT = C::kDkdvMt, BM = C::kDkdvBm, BN = 16 * MT * NW;
+  auto kernel = attention_backward_dkdv_kernel<HD, NW, MT, BM>;
   const size_t smem = (size_t)(2 * BN + 4 * BM) * HD * sizeof(bf16) + 4 * BM * sizeof(float);
   static bool configured = false;
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dkdv_kernel<HD, NW, BM>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     configured = true;
   }
-  attention_backward_dkdv_kernel<HD, NW, BM><<<dim3(ceil_div(T, BN), Hkv, B), NW * 32, smem, stream>>>(
-      dqkv, dout, qkv, lse, Dvec, T, Hq, Hkv, kLog2e / sqrtf((float)HD));
+  kernel<<<dim3(ceil_div(T, BN), Hkv, B), NW * 32, smem, stream>>>(dqkv, dout, qkv, lse, Dvec, T, Hq, Hkv,
+                                                                    kLog2e / sqrtf((float)HD));
   CUDA_CHECK_LAUNCH();
 }
 
-template <int HD, int NW>
+template <typename C>
 inline void launch_backward_dq(bf16* dqkv, const bf16* dout, const bf16* qkv, const float* lse, const float* Dvec,
                                int B, int T, int Hq, int Hkv, cudaStream_t stream) {
-  constexpr int BM = 16 * NW;
-  const size_t smem = (size_t)(2 * BM + 4 * kTileN) * HD * sizeof(bf16);
+  constexpr int HD = C::HD, NW = C::kDqWarps, MT = C::kDqMt, BN = C::kDqBn, BM = 16 * MT * NW;
+  auto kernel = attention_backward_dq_kernel<HD, NW, MT, BN>;
+  const size_t smem = (size_t)(2 * BM + 4 * BN) * HD * sizeof(bf16);
   static bool configured = false;
   if (!configured) {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_backward_dq_kernel<HD, NW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     configured = true;
   }
-  attention_backward_dq_kernel<HD, NW><<<dim3(ceil_div(T, BM), Hq, B), NW * 32, smem, stream>>>(
-      dqkv, dout, qkv, lse, Dvec, T, Hq, Hkv, kLog2e / sqrtf((float)HD));
+  kernel<<<dim3(ceil_div(T, BM), Hq, B), NW * 32, smem, stream>>>(dqkv, dout, qkv, lse, Dvec, T, Hq, Hkv,
+                                                                   kLog2e / sqrtf((float)HD));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -613,6 +711,14 @@ inline void launch_backward_dot(float* Dvec, const bf16* dout, const bf16* out, 
   const int64_t threads = (int64_t)B * T * Hq * (HD / 8);
   attention_backward_dot_kernel<HD><<<ceil_div(threads, 256), 256, 0, stream>>>(Dvec, dout, out, B, T, Hq);
   CUDA_CHECK_LAUNCH();
+}
+
+template <typename C>
+inline void backward_all(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
+                         int T, int Hq, int Hkv, float* workspace, cudaStream_t stream) {
+  launch_backward_dot<C::HD>(workspace, dout, out, B, T, Hq, stream);
+  launch_backward_dkdv<C>(dqkv, dout, qkv, lse, workspace, B, T, Hq, Hkv, stream);
+  launch_backward_dq<C>(dqkv, dout, qkv, lse, workspace, B, T, Hq, Hkv, stream);
 }
 
 inline void check_args(const char* op, const void* a, const void* b, const void* c, int B, int T, int Hq, int Hkv,
@@ -636,9 +742,9 @@ inline void attention_forward(bf16* out /*(B,T,Hq*hd)*/, float* lse /*(B,Hq,T)*/
   using namespace attention_detail;
   check_args("attention_forward", out, qkv, qkv, B, T, Hq, Hkv, head_dim);
   if (head_dim == 64)
-    launch_forward<64, Config<64>::kFwdWarps>(out, lse, qkv, B, T, Hq, Hkv, stream);
+    launch_forward<Config<64>>(out, lse, qkv, B, T, Hq, Hkv, stream);
   else
-    launch_forward<128, Config<128>::kFwdWarps>(out, lse, qkv, B, T, Hq, Hkv, stream);
+    launch_forward<Config<128>>(out, lse, qkv, B, T, Hq, Hkv, stream);
 }
 
 // dqkv is overwritten (every element, q, k and v parts). Deterministic: no atomics.
@@ -652,18 +758,10 @@ inline void attention_backward(bf16* dqkv /*(B,T,(Hq+2Hkv)*hd) =*/, const bf16* 
   check_args("attention_backward", dqkv, dout, qkv, B, T, Hq, Hkv, head_dim);
   KERNEL_REQUIRE(is_aligned16(out), "attention_backward", "out must be 16-byte aligned");
   KERNEL_REQUIRE(workspace != nullptr, "attention_backward", "workspace (attention_backward_workspace_bytes) missing");
-  if (head_dim == 64) {
-    using C = Config<64>;
-    launch_backward_dot<64>(workspace, dout, out, B, T, Hq, stream);
-    launch_backward_dkdv<64, C::kDkdvWarps, C::kDkdvQueryRows>(dqkv, dout, qkv, lse, workspace, B, T, Hq, Hkv, stream);
-    launch_backward_dq<64, C::kDqWarps>(dqkv, dout, qkv, lse, workspace, B, T, Hq, Hkv, stream);
-  } else {
-    using C = Config<128>;
-    launch_backward_dot<128>(workspace, dout, out, B, T, Hq, stream);
-    launch_backward_dkdv<128, C::kDkdvWarps, C::kDkdvQueryRows>(dqkv, dout, qkv, lse, workspace, B, T, Hq, Hkv,
-                                                                 stream);
-    launch_backward_dq<128, C::kDqWarps>(dqkv, dout, qkv, lse, workspace, B, T, Hq, Hkv, stream);
-  }
+  if (head_dim == 64)
+    backward_all<Config<64>>(dqkv, dout, qkv, out, lse, B, T, Hq, Hkv, workspace, stream);
+  else
+    backward_all<Config<128>>(dqkv, dout, qkv, out, lse, B, T, Hq, Hkv, workspace, stream);
 }
 
 }  // namespace owlore
