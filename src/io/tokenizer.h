@@ -64,6 +64,8 @@ class Tokenizer {
   bool is_special(int32_t id) const;
   // Bytes encode has dropped so far because the vocabulary has no symbol for them.
   int64_t dropped_bytes() const { return dropped_bytes_; }
+  // Whether the vocabulary has a symbol for this byte (those it lacks are dropped by encode).
+  bool has_byte(unsigned char byte) const { return byte_token_[byte] >= 0; }
   const BpeVocab& vocab() const { return vocab_; }
 
  private:
