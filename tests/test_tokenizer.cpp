@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -11,6 +13,7 @@
 #include "base/error.h"
 #include "base/rng.h"
 #include "io/dataset.h"
+#include "io/gguf.h"
 #include "io/tokenizer.h"
 
 namespace owlore {
@@ -335,6 +338,37 @@ TEST(TokenizerSmolLM2, WholeShakespeareAndRandomBytesRoundTrip) {
   const int64_t dropped_before = tok.dropped_bytes();
   EXPECT_EQ(tok.decode(tok.encode("a\x04z\xff")), "az");
   EXPECT_EQ(tok.dropped_bytes() - dropped_before, 2);
+}
+
+// The vocabulary straight from the GGUF (what the trainer uses) must be the committed one. The
+// 94 MiB GGUF is not in the repository: $OWLORE_GGUF or the first ~/.cache/owlore/*.gguf
+// (tools/fetch_smollm2.sh), skipped when neither exists.
+TEST(TokenizerSmolLM2, GgufVocabularyEncodesLikeTheCommittedOne) {
+  std::string path = std::getenv("OWLORE_GGUF") ? std::getenv("OWLORE_GGUF") : "";
+  const char* home = std::getenv("HOME");
+  if (path.empty() && home && std::filesystem::is_directory(std::string(home) + "/.cache/owlore"))
+    for (const auto& entry : std::filesystem::directory_iterator(std::string(home) + "/.cache/owlore"))
+      if (entry.path().extension() == ".gguf") path = entry.path().string();
+  if (path.empty()) GTEST_SKIP() << "no SmolLM2 GGUF ($OWLORE_GGUF or ~/.cache/owlore/*.gguf)";
+  const GgufFile gguf(path);
+  BpeVocab v;
+  v.tokens = gguf.tokens();
+  v.merges = gguf.merges();
+  for (int64_t t : gguf.token_types()) v.token_types.push_back((int)t);
+  v.bos = (int)gguf.bos_id();
+  v.eos = (int)gguf.eos_id();
+  v.pad = (int)gguf.padding_id();
+  v.pre = gguf.tokenizer_pre();
+  ASSERT_EQ(gguf.tokenizer_model(), "gpt2");
+  const Tokenizer tok(std::move(v));
+  EXPECT_EQ(tok.vocab().tokens, smollm2().vocab().tokens);
+  EXPECT_EQ(tok.vocab().merges, smollm2().vocab().merges);
+  EXPECT_EQ(tok.vocab().token_types, smollm2().vocab().token_types);
+  EXPECT_EQ(tok.vocab().bos, golden()["bos"].get<int>());
+  EXPECT_EQ(tok.vocab().eos, golden()["eos"].get<int>());
+  for (const auto& t : golden()["torture"]) EXPECT_EQ(tok.encode(t["text"]), t["ids"].get<std::vector<int32_t>>());
+  const auto& g = golden()["shakespeare"];
+  EXPECT_EQ(tok.encode(g["text"]), g["ids"].get<std::vector<int32_t>>());
 }
 
 }  // namespace
