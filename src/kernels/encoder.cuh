@@ -1,0 +1,169 @@
+// Token embedding (encoder), forward and backward.
+//   forward:  out[n,:] = wte[tokens[n],:]
+//   backward: dwte[v,:] += sum over n with tokens[n] = v of dout[n,:], summed in fp32 in token
+//             order, then added once into dwte (bf16 or fp32). Deterministic: no float atomics.
+// How the backward stays deterministic: the positions 0..N-1 are radix-sorted by token id
+// (cub::DeviceRadixSort::SortPairs, a stable sort, so equal ids keep position order); then one
+// thread group per run of equal ids walks its run in order, accumulating 8 columns per thread in
+// fp32 registers, and writes the row of dwte once. Frequent tokens make longer runs (serial in
+// the run, parallel over C); the sort costs a few small launches, which dominate at LLaMA sizes
+// (8192 tokens: ~8192 x C x 2 bytes of dout is only 9-67 MB).
+// Precision: bf16 in/out, fp32 accumulation. Vector path (16-byte loads) needs C % 8 == 0 and
+// 16-byte aligned pointers; any C works through the scalar path.
+// Measured (H200, see docs/bench/): forward at copy-bandwidth class; backward dominated by the
+// sort's launches at 8192 tokens.
+#pragma once
+#include <cub/device/device_radix_sort.cuh>
+
+#include <algorithm>
+
+#include "kernels/common.cuh"
+
+namespace owlore {
+namespace encoder_detail {
+
+template <bool VEC>
+static __global__ void encoder_forward_kernel(bf16* __restrict__ out, const int* __restrict__ tokens,
+                                       const bf16* __restrict__ wte, int N, int C) {
+  if constexpr (VEC) {
+    const int packs = C / 8;
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)N * packs) return;
+    const int n = (int)(i / packs), p = (int)(i % packs);
+    const int t = tokens[n];
+    store128cs(out + (int64_t)n * C + p * 8, load128(wte + (int64_t)t * C + p * 8));
+  } else {
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (int64_t)N * C) return;
+    const int n = (int)(i / C), c = (int)(i % C);
+    out[i] = wte[(int64_t)tokens[n] * C + c];
+  }
+}
+
+static __global__ void iota_kernel(int* __restrict__ out, int N) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < N) out[i] = i;
+}
+
+// grid.x: sorted position i (only run heads work), grid.y: column block of blockDim.x*8 columns.
+template <typename TW, bool VEC>
+static __global__ void encoder_backward_kernel(TW* __restrict__ dwte, const bf16* __restrict__ dout,
+                                        const int* __restrict__ sorted_tokens, const int* __restrict__ sorted_pos,
+                                        int N, int C) {
+  const int i = blockIdx.x;
+  const int token = sorted_tokens[i];
+  if (i > 0 && sorted_tokens[i - 1] == token) return;  // not the head of a run
+  const int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
+  if (c0 >= C) return;
+  float acc[8];
+#pragma unroll
+  for (int k = 0; k < 8; k++) acc[k] = 0.0f;
+  for (int j = i; j < N && sorted_tokens[j] == token; j++) {
+    const bf16* row = dout + (int64_t)sorted_pos[j] * C + c0;
+    if (VEC) {
+      const Pack128<bf16> g = load128cs(row);
+#pragma unroll
+      for (int k = 0; k < 8; k++) acc[k] += __bfloat162float(g[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; k++)
+        if (c0 + k < C) acc[k] += __bfloat162float(row[k]);
+    }
+  }
+  TW* dst = dwte + (int64_t)token * C + c0;
+  if constexpr (VEC && sizeof(TW) == 2) {
+    Pack128<bf16> w = load128(dst);
+#pragma unroll
+    for (int k = 0; k < 8; k++) w[k] = __float2bfloat16_rn(__bfloat162float(w[k]) + acc[k]);
+    store128(dst, w);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      if (VEC || c0 + k < C) {
+        if constexpr (sizeof(TW) == 2)
+          dst[k] = __float2bfloat16_rn(__bfloat162float(dst[k]) + acc[k]);
+        else
+          dst[k] = dst[k] + acc[k];
+      }
+    }
+  }
+}
+
+inline int bits_for(int V) {
+  int bits = 1;
+  while (bits < 31 && (1 << bits) < V) bits++;
+  return bits;
+}
+
+template <typename TW>
+inline void encoder_backward_impl(TW* dwte, void* workspace, size_t workspace_bytes, const bf16* dout,
+                                  const int* tokens, int N, int C, int V, cudaStream_t stream) {
+  NvtxRange range("encoder_backward");
+  KERNEL_REQUIRE(N > 0 && C > 0 && V > 0, "encoder_backward", "sizes must be positive");
+  KERNEL_REQUIRE(dwte && dout && tokens && workspace, "encoder_backward", "null pointer");
+  // workspace: sorted ids (N), positions in (N), positions out (N), then cub's temporary storage.
+  auto align = [](size_t x) { return (x + 255) & ~(size_t)255; };
+  char* ws = static_cast<char*>(workspace);
+  int* sorted_tokens = reinterpret_cast<int*>(ws);
+  int* pos_in = reinterpret_cast<int*>(ws + align(sizeof(int) * N));
+  int* pos_out = reinterpret_cast<int*>(ws + 2 * align(sizeof(int) * N));
+  void* temp = ws + 3 * align(sizeof(int) * N);
+  size_t temp_bytes = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, tokens, sorted_tokens, pos_in, pos_out, N, 0,
+                                             bits_for(V), stream));
+  KERNEL_REQUIRE(3 * align(sizeof(int) * N) + temp_bytes <= workspace_bytes, "encoder_backward",
+                 "workspace too small: use encoder_backward_workspace_bytes(N, V)");
+  iota_kernel<<<ceil_div(N, 256), 256, 0, stream>>>(pos_in, N);
+  CUDA_CHECK_LAUNCH();
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, tokens, sorted_tokens, pos_in, pos_out, N, 0,
+                                             bits_for(V), stream));
+  const bool vec = C % 8 == 0 && is_aligned16(dwte) && is_aligned16(dout);
+  const int threads = std::min(128, ((ceil_div(C, 8) + 31) / 32) * 32);
+  const dim3 grid(N, ceil_div(C, threads * 8));
+  if (vec)
+    encoder_backward_kernel<TW, true><<<grid, threads, 0, stream>>>(dwte, dout, sorted_tokens, pos_out, N, C);
+  else
+    encoder_backward_kernel<TW, false><<<grid, threads, 0, stream>>>(dwte, dout, sorted_tokens, pos_out, N, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace encoder_detail
+
+// out = wte[tokens]. Tokens must lie in [0, V) (not checked on the device).
+inline void encoder_forward(bf16* out /*(N,C)*/, const int* tokens /*(N)*/, const bf16* wte /*(V,C)*/, int N, int C,
+                            int V, cudaStream_t stream) {
+  NvtxRange range("encoder_forward");
+  KERNEL_REQUIRE(N > 0 && C > 0 && V > 0, "encoder_forward", "sizes must be positive");
+  KERNEL_REQUIRE(out && tokens && wte, "encoder_forward", "null pointer");
+  const bool vec = C % 8 == 0 && is_aligned16(out) && is_aligned16(wte);
+  const int64_t work = vec ? (int64_t)N * (C / 8) : (int64_t)N * C;
+  const int threads = 256;
+  if (vec)
+    encoder_detail::encoder_forward_kernel<true><<<ceil_div(work, threads), threads, 0, stream>>>(out, tokens, wte, N, C);
+  else
+    encoder_detail::encoder_forward_kernel<false><<<ceil_div(work, threads), threads, 0, stream>>>(out, tokens, wte, N, C);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Bytes of device workspace encoder_backward needs for N tokens over a vocabulary of V.
+inline size_t encoder_backward_workspace_bytes(int N, int V) {
+  size_t temp_bytes = 0;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, temp_bytes, (const int*)nullptr, (int*)nullptr,
+                                             (const int*)nullptr, (int*)nullptr, N, 0,
+                                             encoder_detail::bits_for(V)));
+  return 3 * (((size_t)sizeof(int) * N + 255) & ~(size_t)255) + temp_bytes;
+}
+
+// dwte += scatter of dout by token (bf16 or fp32 dwte). Deterministic (see the file comment).
+inline void encoder_backward(bf16* dwte /*(V,C) +=*/, void* workspace /*encoder_backward_workspace_bytes*/,
+                             size_t workspace_bytes, const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N,
+                             int C, int V, cudaStream_t stream) {
+  encoder_detail::encoder_backward_impl(dwte, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+}
+inline void encoder_backward(float* dwte /*(V,C) +=*/, void* workspace /*encoder_backward_workspace_bytes*/,
+                             size_t workspace_bytes, const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N,
+                             int C, int V, cudaStream_t stream) {
+  encoder_detail::encoder_backward_impl(dwte, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+}
+
+}  // namespace owlore
