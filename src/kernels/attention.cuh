@@ -48,6 +48,9 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)_
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
 }
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -327,7 +330,7 @@ static __global__ void __launch_bounds__(NW * 32)
   bf16* sV = sK + BN * HD;
   bf16* sQ = sV + BN * HD;       // 2 stages
   bf16* sdO = sQ + 2 * BM * HD;  // 2 stages
-  float* sL = reinterpret_cast<float*>(sdO + 2 * BM * HD);  // 2 stages of lse*log2e (+inf past T)
+  float* sL = reinterpret_cast<float*>(sdO + 2 * BM * HD);  // 2 stages of lse (0 past T, masked)
   float* sD = sL + 2 * BM;                                   // 2 stages of D
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kv_tile = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
@@ -348,11 +351,14 @@ static __global__ void __launch_bounds__(NW * 32)
                           T - q0);
     load_tile<BM, HD, NT>(sdO + stage * BM * HD, dout + ((int64_t)b * T + q0) * dstride + (int64_t)h * HD,
                           dstride, T - q0);
+    // lse and D through cp.async too: a plain load here would stall its warp (and then the block
+    // at the barrier) for a global-memory round trip every iteration. Rows past T read as 0 and
+    // are masked below.
     for (int i = threadIdx.x; i < BM; i += NT) {
       const int t = q0 + i;
-      const int64_t idx = ((int64_t)b * Hq + h) * T + t;
-      sL[stage * BM + i] = t < T ? lse[idx] * kLog2e : INFINITY;
-      sD[stage * BM + i] = t < T ? Dvec[idx] : 0.f;
+      const int64_t idx = ((int64_t)b * Hq + h) * T + (t < T ? t : 0);
+      cp_async4(smem_u32(sL + stage * BM + i), lse + idx, t < T);
+      cp_async4(smem_u32(sD + stage * BM + i), Dvec + idx, t < T);
     }
   };
 
@@ -405,7 +411,8 @@ static __global__ void __launch_bounds__(NW * 32)
       }
     }
     // P^T = 2^(S^T*scale*log2e - lse*log2e); causal: query t < kv s -> 0.
-    const bool need_mask = q0 < k0 + warp * WM + WM - 1;
+    // Query rows past T (ragged last tile) are masked too.
+    const bool need_mask = q0 < k0 + warp * WM + WM - 1 || q0 + BM > T;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -413,8 +420,8 @@ static __global__ void __launch_bounds__(NW * 32)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int tl = nt * 8 + 2 * (lane & 3) + (e & 1);
-          float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -l_s[tl]));
-          if (need_mask && q0 + tl < kv_row + mt * 16 + (e >> 1) * 8) p = 0.f;
+          float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -l_s[tl] * kLog2e));
+          if (need_mask && (q0 + tl < kv_row + mt * 16 + (e >> 1) * 8 || q0 + tl >= T)) p = 0.f;
           s[mt][nt][e] = p;
         }
     // dV += P^T dO
@@ -655,8 +662,15 @@ using ConfigMt1 = TileConfig<HD, 4, 1, 64, true, 4, 1, (HD == 128 ? 32 : 64), 4,
 template <int HD>
 using ConfigMt2 = std::conditional_t<HD == 64, TileConfig<64, 4, 2, 64, true, 4, 2, 32, 4, 2, 32>,
                                      TileConfig<128, 4, 2, 32, false, 4, 1, 32, 4, 2, 32>>;
+// Shipped: the fastest kernel of each kind in tools/bench_attention.cu on an H200 (T 512..4096,
+// docs/bench/attention-h200-2026-11-28.md): hd64 fwd MT2 (0.328 vs 0.363 ms at 4x4096, 9/3),
+// dkdv MT1 (0.842 vs 0.900), dq MT2/BN32 (0.440 vs 0.451); hd128 fwd MT1 (1.93 vs 2.05 ms at
+// 4x4096, 32/8: MT2 needs Q from shared memory and spills), dkdv MT1 (MT2 cannot hold 2x128
+// accumulators per m-tile), dq MT2/BN32 (2.73 vs 2.97). MT2 gained far less than the halved
+// shared-memory traffic predicted: the kernels are not bound by ldmatrix bandwidth alone.
 template <int HD>
-using Config = ConfigMt2<HD>;
+using Config = std::conditional_t<HD == 64, TileConfig<64, 4, 2, 64, true, 4, 1, 64, 4, 2, 32>,
+                                  TileConfig<128, 4, 1, 64, true, 4, 1, 32, 4, 2, 32>>;
 
 template <typename C>
 inline void launch_forward(bf16* out, float* lse, const bf16* qkv, int B, int T, int Hq, int Hkv, cudaStream_t stream) {
