@@ -213,6 +213,18 @@ TEST(TokenizerJson, LoadsBothMergeFormsAndAddedTokens) {
   const Tokenizer tok(v);
   EXPECT_EQ(tok.encode("ab ab<|im_end|><tool>7"), (std::vector<int32_t>{256, 257, 259, 260, '7'}));
 
+  // In a Hugging Face snapshot folder, bos/eos/pad come from tokenizer_config.json.
+  const std::string snapshot = ::testing::TempDir() + "owlore_tokenizer_snapshot/";
+  std::filesystem::create_directories(snapshot);
+  std::ofstream(snapshot + "tokenizer.json") << j.dump();
+  std::ofstream(snapshot + "tokenizer_config.json")
+      << R"({"bos_token": "<tool>", "eos_token": {"content": "<|im_end|>", "special": true}, "pad_token": null})";
+  const BpeVocab with_config = load_tokenizer_json(snapshot + "tokenizer.json");
+  EXPECT_EQ(with_config.bos, 260);
+  EXPECT_EQ(with_config.eos, 259);
+  EXPECT_EQ(with_config.pad, -1);
+  EXPECT_EQ(v.bos, -1);
+
   // A pre-tokenizer owlore cannot reproduce is refused, naming the file.
   j["pre_tokenizer"] = {{"type", "Metaspace"}};
   const std::string path = write_temp("metaspace_tokenizer.json", j.dump());
@@ -229,6 +241,14 @@ TEST(TokenizerJson, LoadsBothMergeFormsAndAddedTokens) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("model.merges[3] is 42"), std::string::npos) << e.what();
+  }
+  j["model"]["merges"].erase(3);
+  j["added_tokens"][1]["lstrip"] = true;
+  try {
+    load_tokenizer_json(write_temp("lstrip_tokenizer.json", j.dump()));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("added_tokens[1] \"<tool>\" has lstrip=true"), std::string::npos) << e.what();
   }
   EXPECT_THROW(load_tokenizer_json(write_temp("broken_tokenizer.json", "{\"model\": ")), Error);
   EXPECT_THROW(load_tokenizer_json(kDataDir + "does_not_exist.json"), Error);

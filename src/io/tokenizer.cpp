@@ -474,6 +474,10 @@ BpeVocab load_tokenizer_json(const std::string& path) {
   for (size_t i = 0; i < added.size(); i++) {
     const int64_t id = added[i]["id"].get<int64_t>();
     const std::string content = added[i]["content"].get<std::string>();
+    // These change how HF matches the token in text; owlore matches the exact content only.
+    for (const char* flag : {"lstrip", "rstrip", "single_word"})
+      OWLORE_REQUIRE(!added[i].value(flag, false), path, ": added_tokens[", i, "] \"", content, "\" has ", flag,
+                     "=true, which is not supported");
     OWLORE_REQUIRE(!present[id] || vocab.tokens[id] == content, path, ": added_tokens[", i, "] \"", content,
                    "\" has id ", id, ", which model.vocab gives to \"", vocab.tokens[id], "\"");
     vocab.tokens[id] = content;
