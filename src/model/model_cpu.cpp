@@ -133,6 +133,20 @@ std::vector<Real> CpuModel<Real>::last_logits(const Real* w) const {
 }
 
 template <typename Real>
+const std::vector<Real>& CpuModel<Real>::matrix_input(int layer, MatrixInput which) const {
+  OWLORE_REQUIRE(layer >= 0 && layer < (int)acts_.size(), "CpuModel::matrix_input: layer ", layer,
+                 " has no saved activations (run forward first; the model has ", layout_.config.n_layers, " layers)");
+  const LayerActivations& a = acts_[layer];
+  switch (which) {
+    case MatrixInput::qkv: return a.ln1;
+    case MatrixInput::o: return a.att;
+    case MatrixInput::gate_up: return a.ln2;
+    case MatrixInput::down: return a.h;
+  }
+  fail("CpuModel::matrix_input: unknown matrix input ", (int)which);
+}
+
+template <typename Real>
 void init_weights(const ModelLayout& layout, Real* weights, uint64_t seed) {
   Rng rng(seed);
   for (const TensorSlot& t : layout.tensors) {

@@ -23,6 +23,11 @@ struct TrainMask {
   static TrainMask all(int n_layers) { return TrainMask{std::vector<bool>(n_layers, true), true, true}; }
 };
 
+// The input rows of a layer's matrices saved by the forward (for outlier scoring, DESIGN.md §1):
+// qkv -> ln1 (N, C) feeds q, k, v; o -> att (N, q_dim); gate_up -> ln2 (N, C) feeds gate, up;
+// down -> h (N, ffn).
+enum class MatrixInput { qkv, o, gate_up, down };
+
 template <typename Real>
 class CpuModel {
  public:
@@ -37,6 +42,8 @@ class CpuModel {
   void backward(Real* grads, const Real* weights, const TrainMask& mask, Real loss_scale);
   // Logits of the last position of each sequence (for generation): (B, V).
   std::vector<Real> last_logits(const Real* weights) const;
+  // The saved input of one matrix group of `layer` from the last forward, (B*T, in_features).
+  const std::vector<Real>& matrix_input(int layer, MatrixInput which) const;
 
  private:
   struct LayerActivations {
