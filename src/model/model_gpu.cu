@@ -1,0 +1,321 @@
+// GPU forward/backward orchestration: the one translation unit that includes every kernel
+// header (compile time on small machines: keep heavy templates in few TUs).
+#include "model/model_gpu.h"
+
+#include <cmath>
+
+#include "base/error.h"
+#include "kernels/attention.cuh"
+#include "kernels/encoder.cuh"
+#include "kernels/lm_head_ce.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/residual.cuh"
+#include "kernels/rmsnorm.cuh"
+#include "kernels/rope.cuh"
+#include "kernels/swiglu.cuh"
+
+namespace owlore {
+
+bool cuda_available() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+std::string cuda_device_name() {
+  cudaDeviceProp prop;
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return "no CUDA device";
+  return prop.name;
+}
+
+namespace {
+// bf16 <-> fp32 on the host (round to nearest even), for weight upload and download.
+__global__ void float_to_bf16_kernel(bf16* out, const float* in, int64_t n) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(in[i]);
+}
+__global__ void bf16_to_float_kernel(float* out, const bf16* in, int64_t n) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __bfloat162float(in[i]);
+}
+}  // namespace
+
+struct GpuModel::Impl {
+  const ModelLayout& layout;
+  GpuModelOptions opt;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<Matmul> matmul;
+  int N = 0;  // max tokens per micro-batch
+
+  // plan indices, resolved to pointers in bind()
+  struct LayerBuffers {
+    int x_in, ln1, rstd1, qkv, att, lse, x_mid, ln2, rstd2, gate_up, h;
+  };
+  int i_weights, i_x_final, i_ln_f, i_rstd_f, i_losses, i_inputs, i_targets;
+  int i_dx, i_dln, i_dtmp, i_dh, i_dgate_up, i_datt, i_dqkv, i_proj;
+  int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload;
+  std::vector<LayerBuffers> idx;
+  size_t lm_ws_bytes = 0, enc_ws_bytes = 0;
+
+  struct LayerPtrs {
+    bf16 *x_in, *ln1, *qkv, *att, *x_mid, *ln2, *gate_up, *h;
+    float *rstd1, *lse, *rstd2;
+  };
+  std::vector<LayerPtrs> act;
+  bf16 *weights, *x_final, *ln_f, *dx, *dln, *dtmp, *dh, *dgate_up, *datt, *dqkv, *proj, *lm_ws;
+  float *rstd_f, *losses, *rms_scratch, *attn_ws, *upload;
+  int *inputs, *targets;
+  void* enc_ws;
+  std::vector<float> losses_host;
+
+  explicit Impl(const ModelLayout& l) : layout(l) {}
+  const bf16* w(int64_t offset) const { return weights + offset; }
+};
+
+GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, MemoryPlan& plan)
+    : layout_(layout), impl_(std::make_unique<Impl>(layout)) {
+  Impl& m = *impl_;
+  m.opt = options;
+  const ModelConfig& c = layout.config;
+  OWLORE_REQUIRE(c.head_dim == 64 || c.head_dim == 128, "the GPU attention kernel supports head_dim 64 and 128; model '",
+                 c.name, "' has ", c.head_dim, " (use --device cpu)");
+  const int64_t N = (int64_t)options.max_batch * options.seq;
+  OWLORE_REQUIRE(N < (1ll << 31), "batch x seq = ", N, " tokens is too many for one micro-batch");
+  m.N = (int)N;
+  const int C = c.d_model, F = c.ffn, V = c.vocab, qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  const size_t bf = sizeof(bf16), f4 = sizeof(float);
+  m.i_weights = plan.add(Arena::Weights, "weights", layout.total * bf, "bf16");
+  for (int l = 0; l < c.n_layers; l++) {
+    const std::string p = "layer " + std::to_string(l) + " ";
+    Impl::LayerBuffers b;
+    b.x_in = plan.add(Arena::Activations, p + "x", N * C * bf, "bf16");
+    b.ln1 = plan.add(Arena::Activations, p + "ln1", N * C * bf, "bf16");
+    b.rstd1 = plan.add(Arena::Activations, p + "rstd1", N * f4, "fp32");
+    b.qkv = plan.add(Arena::Activations, p + "qkv", N * qkv_dim * bf, "bf16");
+    b.att = plan.add(Arena::Activations, p + "attention", N * c.q_dim() * bf, "bf16");
+    b.lse = plan.add(Arena::Activations, p + "lse", N * c.n_heads * f4, "fp32");
+    b.x_mid = plan.add(Arena::Activations, p + "x_mid", N * C * bf, "bf16");
+    b.ln2 = plan.add(Arena::Activations, p + "ln2", N * C * bf, "bf16");
+    b.rstd2 = plan.add(Arena::Activations, p + "rstd2", N * f4, "fp32");
+    b.gate_up = plan.add(Arena::Activations, p + "gate_up", N * 2 * F * bf, "bf16");
+    b.h = plan.add(Arena::Activations, p + "swiglu", N * F * bf, "bf16");
+    m.idx.push_back(b);
+  }
+  m.i_x_final = plan.add(Arena::Activations, "final x", N * C * bf, "bf16");
+  m.i_ln_f = plan.add(Arena::Activations, "final norm", N * C * bf, "bf16");
+  m.i_rstd_f = plan.add(Arena::Activations, "final rstd", N * f4, "fp32");
+  m.i_losses = plan.add(Arena::Activations, "losses", N * f4, "fp32");
+  m.i_inputs = plan.add(Arena::Activations, "input tokens", N * sizeof(int), "int32");
+  m.i_targets = plan.add(Arena::Activations, "targets", N * sizeof(int), "int32");
+  // Backward scratch: reused by every layer.
+  m.i_dx = plan.add(Arena::Workspace, "d residual", N * C * bf, "bf16");
+  m.i_dln = plan.add(Arena::Workspace, "d norm out", N * C * bf, "bf16");
+  m.i_dtmp = plan.add(Arena::Workspace, "d norm in", N * C * bf, "bf16");
+  m.i_proj = plan.add(Arena::Workspace, "projection out", N * C * bf, "bf16");
+  m.i_dh = plan.add(Arena::Workspace, "d swiglu", N * F * bf, "bf16");
+  m.i_dgate_up = plan.add(Arena::Workspace, "d gate_up", N * 2 * F * bf, "bf16");
+  m.i_datt = plan.add(Arena::Workspace, "d attention", N * c.q_dim() * bf, "bf16");
+  m.i_dqkv = plan.add(Arena::Workspace, "d qkv", N * qkv_dim * bf, "bf16");
+  const int chunk = std::max(1, std::min<int>(options.lm_head_chunk_tokens, (int)N));
+  m.opt.lm_head_chunk_tokens = chunk;
+  m.lm_ws_bytes = lm_head_ce_workspace_bytes(chunk, V);
+  m.i_lm_ws = plan.add(Arena::Workspace, "lm head logits chunk", m.lm_ws_bytes, "bf16");
+  m.enc_ws_bytes = encoder_backward_workspace_bytes((int)N, V);
+  m.i_enc_ws = plan.add(Arena::Workspace, "embedding backward sort", m.enc_ws_bytes, "int32");
+  m.i_rms_scratch = plan.add(Arena::Workspace, "rmsnorm dweight partials", rmsnorm_backward_scratch_floats((int)N, C) * f4,
+                             "fp32");
+  m.i_attn_ws = plan.add(Arena::Workspace, "attention backward D",
+                         attention_backward_workspace_bytes(options.max_batch, options.seq, c.n_heads), "fp32");
+  // Weight upload/download goes through one tensor-sized fp32 staging buffer.
+  int64_t largest = 0;
+  for (const TensorSlot& t : layout.tensors) largest = std::max(largest, t.numel());
+  m.i_upload = plan.add(Arena::Workspace, "weight staging", largest * f4, "fp32");
+}
+
+GpuModel::~GpuModel() {
+  if (impl_ && impl_->stream) cudaStreamDestroy(impl_->stream);
+}
+
+void GpuModel::bind(const MemoryPlan& plan) {
+  Impl& m = *impl_;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  m.matmul = std::make_unique<Matmul>();
+  m.weights = plan.as<bf16>(m.i_weights);
+  for (const auto& b : m.idx) {
+    m.act.push_back(Impl::LayerPtrs{plan.as<bf16>(b.x_in), plan.as<bf16>(b.ln1), plan.as<bf16>(b.qkv),
+                                    plan.as<bf16>(b.att), plan.as<bf16>(b.x_mid), plan.as<bf16>(b.ln2),
+                                    plan.as<bf16>(b.gate_up), plan.as<bf16>(b.h), plan.as<float>(b.rstd1),
+                                    plan.as<float>(b.lse), plan.as<float>(b.rstd2)});
+  }
+  m.x_final = plan.as<bf16>(m.i_x_final);
+  m.ln_f = plan.as<bf16>(m.i_ln_f);
+  m.rstd_f = plan.as<float>(m.i_rstd_f);
+  m.losses = plan.as<float>(m.i_losses);
+  m.inputs = plan.as<int>(m.i_inputs);
+  m.targets = plan.as<int>(m.i_targets);
+  m.dx = plan.as<bf16>(m.i_dx);
+  m.dln = plan.as<bf16>(m.i_dln);
+  m.dtmp = plan.as<bf16>(m.i_dtmp);
+  m.proj = plan.as<bf16>(m.i_proj);
+  m.dh = plan.as<bf16>(m.i_dh);
+  m.dgate_up = plan.as<bf16>(m.i_dgate_up);
+  m.datt = plan.as<bf16>(m.i_datt);
+  m.dqkv = plan.as<bf16>(m.i_dqkv);
+  m.lm_ws = plan.as<bf16>(m.i_lm_ws);
+  m.enc_ws = plan.ptr(m.i_enc_ws);
+  m.rms_scratch = plan.as<float>(m.i_rms_scratch);
+  m.attn_ws = plan.as<float>(m.i_attn_ws);
+  m.upload = plan.as<float>(m.i_upload);
+  m.losses_host.resize(m.N);
+}
+
+cudaStream_t GpuModel::stream() const { return impl_->stream; }
+void* GpuModel::weights_device() { return impl_->weights; }
+
+void GpuModel::upload_weights(const float* host) {
+  Impl& m = *impl_;
+  for (const TensorSlot& t : layout_.tensors) {
+    CUDA_CHECK(cudaMemcpyAsync(m.upload, host + t.offset, t.numel() * sizeof(float), cudaMemcpyHostToDevice, m.stream));
+    float_to_bf16_kernel<<<ceil_div(t.numel(), 256), 256, 0, m.stream>>>(m.weights + t.offset, m.upload, t.numel());
+    CUDA_CHECK_LAUNCH();
+  }
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+}
+
+void GpuModel::download_weights(float* host) const {
+  Impl& m = *impl_;
+  for (const TensorSlot& t : layout_.tensors) {
+    bf16_to_float_kernel<<<ceil_div(t.numel(), 256), 256, 0, m.stream>>>(m.upload, m.weights + t.offset, t.numel());
+    CUDA_CHECK_LAUNCH();
+    CUDA_CHECK(cudaMemcpyAsync(host + t.offset, m.upload, t.numel() * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+    CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  }
+}
+
+namespace {
+
+// The forward through the final norm; leaves ln_f ready for the LM head.
+void forward_layers(GpuModel::Impl& m, int B) {
+  const ModelConfig& c = m.layout.config;
+  const int T = m.opt.seq, N = B * T, C = c.d_model, F = c.ffn, V = c.vocab;
+  const int Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  cudaStream_t s = m.stream;
+  Matmul& mm = *m.matmul;
+  NvtxRange range("forward");
+  encoder_forward(m.act[0].x_in, m.inputs, m.w(m.layout.embedding), N, C, V, s);
+  rmsnorm_forward(m.act[0].ln1, m.act[0].rstd1, m.act[0].x_in, m.w(m.layout.layers[0].attn_norm), N, C, c.norm_eps, s);
+  for (int l = 0; l < c.n_layers; l++) {
+    NvtxRange layer_range(("forward layer " + std::to_string(l)).c_str());
+    const LayerOffsets& p = m.layout.layers[l];
+    GpuModel::Impl::LayerPtrs& a = m.act[l];
+    mm.forward(a.qkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s);
+    rope_forward(a.qkv, a.qkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
+    attention_forward(a.att, a.lse, a.qkv, B, T, Hq, Hkv, hd, s);
+    mm.forward(m.proj, a.att, m.w(p.wo), N, c.q_dim(), C, s);
+    rmsnorm_residual_forward(a.x_mid, a.ln2, a.rstd2, a.x_in, m.proj, m.w(p.mlp_norm), N, C, c.norm_eps, s);
+    mm.forward(a.gate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s);
+    swiglu_forward(a.h, a.gate_up, N, F, s);
+    mm.forward(m.proj, a.h, m.w(p.wdown), N, F, C, s);
+    if (l + 1 < c.n_layers) {
+      GpuModel::Impl::LayerPtrs& next = m.act[l + 1];
+      rmsnorm_residual_forward(next.x_in, next.ln1, next.rstd1, a.x_mid, m.proj, m.w(m.layout.layers[l + 1].attn_norm),
+                               N, C, c.norm_eps, s);
+    } else {
+      rmsnorm_residual_forward(m.x_final, m.ln_f, m.rstd_f, a.x_mid, m.proj, m.w(m.layout.final_norm), N, C, c.norm_eps,
+                               s);
+    }
+  }
+}
+
+void upload_batch(GpuModel::Impl& m, const int32_t* inputs, const int32_t* targets, int B) {
+  const ModelConfig& c = m.layout.config;
+  OWLORE_REQUIRE(B >= 1 && B <= m.opt.max_batch, "GPU model: batch ", B, " exceeds the planned ", m.opt.max_batch);
+  const int64_t N = (int64_t)B * m.opt.seq;
+  for (int64_t i = 0; i < N; i++) {
+    OWLORE_REQUIRE(inputs[i] >= 0 && inputs[i] < c.vocab, "input token ", inputs[i], " at position ", i,
+                   " is outside the vocabulary (", c.vocab, ")");
+    OWLORE_REQUIRE(targets[i] < c.vocab, "target token ", targets[i], " at position ", i,
+                   " is outside the vocabulary (", c.vocab, ")");
+  }
+  CUDA_CHECK(cudaMemcpyAsync(m.inputs, inputs, N * sizeof(int), cudaMemcpyHostToDevice, m.stream));
+  CUDA_CHECK(cudaMemcpyAsync(m.targets, targets, N * sizeof(int), cudaMemcpyHostToDevice, m.stream));
+}
+
+double sum_losses(GpuModel::Impl& m, const int32_t* targets, int N, int64_t* kept) {
+  CUDA_CHECK(cudaMemcpyAsync(m.losses_host.data(), m.losses, N * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+  CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  double sum = 0;
+  int64_t count = 0;
+  for (int i = 0; i < N; i++)
+    if (targets[i] >= 0) sum += m.losses_host[i], count++;
+  if (kept) *kept = count;
+  return sum;
+}
+
+}  // namespace
+
+double GpuModel::forward_loss(const int32_t* inputs, const int32_t* targets, int B, int64_t* kept) {
+  Impl& m = *impl_;
+  const ModelConfig& c = layout_.config;
+  const int N = B * m.opt.seq;
+  upload_batch(m, inputs, targets, B);
+  forward_layers(m, B);
+  lm_head_ce_forward(m.losses, m.lm_ws, m.lm_ws_bytes, m.ln_f, m.w(layout_.lm_head), m.targets, N, c.d_model, c.vocab,
+                     m.opt.lm_head_chunk_tokens, *m.matmul, m.stream);
+  return sum_losses(m, targets, N, kept);
+}
+
+double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets, int B, float loss_scale,
+                                  const GradTargets& g, const TrainMask& mask) {
+  Impl& m = *impl_;
+  const ModelConfig& c = layout_.config;
+  OWLORE_REQUIRE((int)g.layer.size() == c.n_layers && (int)mask.layers.size() == c.n_layers,
+                 "GPU model: gradient targets / mask do not cover every layer");
+  const int T = m.opt.seq, N = B * T, C = c.d_model, F = c.ffn, V = c.vocab;
+  const int Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  cudaStream_t s = m.stream;
+  Matmul& mm = *m.matmul;
+  upload_batch(m, inputs, targets, B);
+  forward_layers(m, B);
+
+  NvtxRange range("backward");
+  // The tied head is the embedding matrix: it trains exactly when the embedding does.
+  float* head_grad = c.tied_embeddings ? (mask.embedding ? g.embedding : nullptr) : (mask.head ? g.lm_head : nullptr);
+  lm_head_ce_forward_backward(m.losses, m.dln, head_grad, m.lm_ws, m.lm_ws_bytes, m.ln_f, m.w(layout_.lm_head),
+                              m.targets, loss_scale, N, C, V, m.opt.lm_head_chunk_tokens, mm, s);
+  rmsnorm_backward(m.dx, mask.head ? g.final_norm : (float*)nullptr, m.rms_scratch, m.dln, m.x_final,
+                   m.w(layout_.final_norm), m.rstd_f, N, C, s);
+  // With a frozen embedding, nothing below the lowest trained layer needs a gradient.
+  int lowest = 0;
+  if (!mask.embedding) {
+    lowest = c.n_layers;
+    for (int l = 0; l < c.n_layers; l++)
+      if (mask.layers[l]) {
+        lowest = l;
+        break;
+      }
+  }
+  for (int l = c.n_layers - 1; l >= lowest; l--) {
+    NvtxRange layer_range(("backward layer " + std::to_string(l)).c_str());
+    const LayerOffsets& p = layout_.layers[l];
+    const Impl::LayerPtrs& a = m.act[l];
+    float* lg = mask.layers[l] ? g.layer[l] : nullptr;
+    OWLORE_REQUIRE(!mask.layers[l] || lg, "GPU model: layer ", l, " trains but has no gradient buffer");
+    auto grad = [&](int64_t offset) { return lg ? lg + (offset - p.begin) : (float*)nullptr; };
+    mm.backward(m.dh, grad(p.wdown), m.dx, a.h, m.w(p.wdown), N, F, C, s);
+    swiglu_backward(m.dgate_up, m.dh, a.gate_up, N, F, s);
+    mm.backward(m.dln, grad(p.wgate_up), m.dgate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s);
+    rmsnorm_backward(m.dtmp, grad(p.mlp_norm), m.rms_scratch, m.dln, a.x_mid, m.w(p.mlp_norm), a.rstd2, N, C, s);
+    residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
+    mm.backward(m.datt, grad(p.wo), m.dx, a.att, m.w(p.wo), N, c.q_dim(), C, s);
+    attention_backward(m.dqkv, m.datt, a.qkv, a.att, a.lse, B, T, Hq, Hkv, hd, m.attn_ws, s);
+    rope_backward(m.dqkv, m.dqkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
+    mm.backward(m.dln, grad(p.wqkv), m.dqkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s);
+    rmsnorm_backward(m.dtmp, grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
+    residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
+  }
+  if (mask.embedding)
+    encoder_backward(g.embedding, m.enc_ws, m.enc_ws_bytes, m.dx, m.inputs, N, C, V, s);
+  return sum_losses(m, targets, N, nullptr);
+}
+
+}  // namespace owlore

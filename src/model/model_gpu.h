@@ -1,0 +1,73 @@
+// The whole LLaMA forward and backward on the GPU (the GPU twin of model_cpu.h), with bf16
+// weights in one arena, bf16 activations saved per layer, fp32 norms statistics, the fused
+// chunked LM-head cross-entropy, and fp32 weight gradients written only for the tensors that
+// train. Host-facing header: no CUDA kernel code, so host C++ can include it.
+//
+// Per layer (DESIGN.md §1), x the bf16 residual stream:
+//   ln1 = rmsnorm(x) ; qkv = rope(ln1 Wqkv^T) ; att = flash_attention(qkv) ; x_mid = x + att Wo^T
+//   ln2 = rmsnorm(x_mid) ; h = swiglu(ln2 Wgate_up^T) ; x_next = x_mid + h Wdown^T
+// Each residual add is fused into the RMSNorm that follows it.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/layout.h"
+#include "model/memory_plan.h"
+#include "model/model_cpu.h"
+
+namespace owlore {
+
+// Where the backward writes (+=) fp32 weight gradients. nullptr = frozen: no weight-gradient
+// GEMM. layer[l] points at a buffer laid out like layer l's span of the weight arena.
+struct GradTargets {
+  float* embedding = nullptr;   // (V,C); receives the tied head's gradient too
+  float* final_norm = nullptr;  // (C)
+  float* lm_head = nullptr;     // (V,C) untied head
+  std::vector<float*> layer;    // per decoder layer, (layer_params) or nullptr
+};
+
+struct GpuModelOptions {
+  int max_batch = 1;                    // sequences per micro-batch
+  int seq = 1;                          // tokens per sequence
+  int lm_head_chunk_tokens = 2048;      // rows of logits alive at once in the fused LM head
+};
+
+class GpuModel {
+ public:
+  // Registers its buffers in `plan` (weights, activations, workspace). Call bind() after
+  // plan.allocate().
+  GpuModel(const ModelLayout& layout, const GpuModelOptions& options, MemoryPlan& plan);
+  ~GpuModel();
+  GpuModel(const GpuModel&) = delete;
+  GpuModel& operator=(const GpuModel&) = delete;
+  void bind(const MemoryPlan& plan);
+
+  void upload_weights(const float* host /*(layout.total)*/);
+  void download_weights(float* host /*(layout.total)*/) const;
+  void* weights_device();  // bf16 (layout.total)
+
+  // One training micro-batch: forward, loss, backward. Gradients (scaled by loss_scale) add
+  // into grads; returns the summed loss over kept targets (synchronizes to read it).
+  double forward_backward(const int32_t* inputs /*(B,T) host*/, const int32_t* targets /*(B,T) host*/, int B,
+                          float loss_scale, const GradTargets& grads, const TrainMask& mask);
+  // Loss only (evaluation). *kept receives the number of kept targets.
+  double forward_loss(const int32_t* inputs, const int32_t* targets, int B, int64_t* kept);
+
+  cudaStream_t stream() const;
+  const ModelLayout& layout() const { return layout_; }
+
+  struct Impl;
+
+ private:
+  const ModelLayout& layout_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Whether a CUDA device is present; name of device 0.
+bool cuda_available();
+std::string cuda_device_name();
+
+}  // namespace owlore
