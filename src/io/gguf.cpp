@@ -127,6 +127,7 @@ void dequantize(GgmlType type, const uint8_t* src, int64_t n, float* dst, const 
   const int64_t block = ggml_block_size(type);
   OWLORE_REQUIRE(n % block == 0, what, ": ", n, " elements is not a multiple of the ", ggml_type_name(type),
                  " block size ", block);
+  if (n == 0) return;  // an empty tensor's src/dst may be null, which memcpy must not see
   switch (type) {
     case GgmlType::F32:
       std::memcpy(dst, src, (size_t)n * 4);
@@ -528,6 +529,11 @@ ModelConfig GgufFile::config() const {
   c.n_heads = dim("llama.attention.head_count", get_int("llama.attention.head_count"));
   c.n_kv_heads = dim("llama.attention.head_count_kv", get_int("llama.attention.head_count_kv", c.n_heads));
   c.head_dim = dim("llama.attention.key_length", get_int("llama.attention.key_length", c.d_model / c.n_heads));
+  if (has("llama.attention.value_length")) {
+    const int64_t v = get_int("llama.attention.value_length");
+    OWLORE_REQUIRE(v == c.head_dim, source_, ": llama.attention.value_length = ", v,
+                   " differs from key_length ", c.head_dim, " (not supported)");
+  }
   if (has("llama.rope.dimension_count")) {
     const int64_t rot = get_int("llama.rope.dimension_count");
     OWLORE_REQUIRE(rot == c.head_dim, source_, ": llama.rope.dimension_count = ", rot,

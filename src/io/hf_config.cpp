@@ -33,7 +33,9 @@ float float_field(const json& j, const char* key, const std::string& source, flo
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   OWLORE_REQUIRE(it->is_number(), source, ": key '", key, "' is ", it->dump(), ", expected a number");
-  return (float)it->get<double>();
+  const float v = (float)it->get<double>();
+  OWLORE_REQUIRE(std::isfinite(v), source, ": key '", key, "' = ", it->dump(), " is not a finite 32-bit float");
+  return v;
 }
 
 // bos/eos ids are an integer, null, or (LLaMA-3.1 style) a list of integers: take the first.

@@ -1,0 +1,427 @@
+// Checkpoints: HF config.json parsing and writing, save_hf_checkpoint -> load_model round trips
+// (f32 exact, bf16 rounded to nearest even), sharded checkpoints, atomic saves, named errors for
+// missing / misshapen tensors, the fuzz regressions through load_model, and the real SmolLM2 GGUF
+// (skipped when tools/fetch_smollm2.sh has not been run).
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+
+#include "base/error.h"
+#include "io/checkpoint.h"
+#include "io/gguf.h"
+#include "io/hf_config.h"
+#include "io/model_info.h"
+#include "io/safetensors.h"
+#include "model/layout.h"
+#include "test_util.h"
+
+namespace owlore {
+namespace {
+namespace fs = std::filesystem;
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char templ[] = "/tmp/owlore_ckpt_XXXXXX";
+    path = mkdtemp(templ);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+void write_file(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+template <typename F>
+void expect_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    FAIL() << "expected owlore::Error containing '" << *parts.begin() << "'";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    for (const std::string& p : parts)
+      EXPECT_NE(message.find(p), std::string::npos) << "message lacks '" << p << "': " << message;
+  }
+}
+
+// ---- config.json ------------------------------------------------------------------------------
+
+TEST(HfConfig, LlamaDefaults) {
+  // TinyLlama-style config without head_dim / num_key_value_heads / rope_theta.
+  const ModelConfig c = parse_hf_config(R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+    "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32, "vocab_size": 32000,
+    "rms_norm_eps": 1e-05, "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "rope_scaling": null, "torch_dtype": "bfloat16"})",
+                                        "/models/tinyllama/config.json");
+  EXPECT_EQ(c.name, "tinyllama");
+  EXPECT_EQ(c.d_model, 2048);
+  EXPECT_EQ(c.ffn, 5632);
+  EXPECT_EQ(c.n_layers, 22);
+  EXPECT_EQ(c.n_heads, 32);
+  EXPECT_EQ(c.n_kv_heads, 32);  // default = heads
+  EXPECT_EQ(c.head_dim, 64);    // default = hidden / heads
+  EXPECT_EQ(c.vocab, 32000);
+  EXPECT_EQ(c.rope_theta, 10000.0f);
+  EXPECT_EQ(c.norm_eps, 1e-5f);
+  EXPECT_FALSE(c.tied_embeddings);
+  EXPECT_EQ(c.max_seq, 2048);
+  EXPECT_EQ(c.bos_token, 1);
+  EXPECT_EQ(c.eos_token, 2);
+}
+
+TEST(HfConfig, MistralAndLlama3Fields) {
+  const ModelConfig m = parse_hf_config(R"({"model_type": "mistral", "hidden_size": 4096, "intermediate_size": 14336,
+    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+    "vocab_size": 32000, "rope_theta": 1000000.0, "rms_norm_eps": 1e-05, "sliding_window": null,
+    "max_position_embeddings": 32768, "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2})",
+                                        "m/config.json");
+  EXPECT_EQ(m.n_kv_heads, 8);
+  EXPECT_EQ(m.head_dim, 128);
+  EXPECT_EQ(m.rope_theta, 1e6f);
+  EXPECT_EQ(m.max_seq, 32768);
+  const ModelConfig l3 = parse_hf_config(R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+    "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 1, "vocab_size": 300,
+    "rope_theta": 500000.0, "tie_word_embeddings": true, "bos_token_id": 128000, "eos_token_id": [128001, 128009]})",
+                                         "config.json");
+  EXPECT_EQ(l3.eos_token, 128001);
+  EXPECT_TRUE(l3.tied_embeddings);
+  EXPECT_EQ(l3.norm_eps, 1e-6f);  // LlamaConfig default
+}
+
+TEST(HfConfig, ErrorsNameFileAndKey) {
+  expect_error([] { parse_hf_config("[1]", "a/config.json"); }, {"a/config.json", "expected an object"});
+  expect_error([] { parse_hf_config("{", "a/config.json"); }, {"a/config.json", "not valid JSON"});
+  expect_error([] { parse_hf_config(R"({"model_type": "llama"})", "a/config.json"); },
+               {"a/config.json", "missing required key 'hidden_size'"});
+  expect_error([] { parse_hf_config(R"({"model_type": "qwen2", "hidden_size": 8})", "a/config.json"); },
+               {"model_type 'qwen2' is not supported"});
+  expect_error([] {
+    parse_hf_config(R"({"hidden_size": "64", "intermediate_size": 96, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "vocab_size": 300})", "a/config.json");
+  }, {"key 'hidden_size' is \"64\", expected an integer"});
+  expect_error([] {
+    parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "vocab_size": 300, "rope_scaling": {"type": "llama3"}})", "a/config.json");
+  }, {"rope_scaling", "not supported"});
+  expect_error([] {
+    parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "head_dim": 7, "vocab_size": 300})", "a/config.json");
+  }, {"a/config.json", "head_dim must be even"});
+}
+
+TEST(HfConfig, WrittenConfigLoadsAsLlama) {
+  for (const char* preset : {"smollm2-135m", "tiny", "llama3-8b"}) {
+    ModelConfig c = preset_config(preset);
+    c.bos_token = 1;
+    const std::string text = hf_config_json(c, "bfloat16");
+    const nlohmann::json j = nlohmann::json::parse(text);
+    EXPECT_EQ(j["architectures"], nlohmann::json::array({"LlamaForCausalLM"}));
+    EXPECT_EQ(j["model_type"], "llama");
+    EXPECT_EQ(j["torch_dtype"], "bfloat16");
+    EXPECT_EQ(j["hidden_act"], "silu");
+    EXPECT_TRUE(j["eos_token_id"].is_null());
+    EXPECT_NE(text.find("\"rms_norm_eps\": 1e-05"), std::string::npos) << text;  // shortest float text
+    const ModelConfig back = parse_hf_config(text, "x/config.json");
+    EXPECT_EQ(back.n_layers, c.n_layers);
+    EXPECT_EQ(back.d_model, c.d_model);
+    EXPECT_EQ(back.n_heads, c.n_heads);
+    EXPECT_EQ(back.n_kv_heads, c.n_kv_heads);
+    EXPECT_EQ(back.head_dim, c.head_dim);
+    EXPECT_EQ(back.ffn, c.ffn);
+    EXPECT_EQ(back.vocab, c.vocab);
+    EXPECT_EQ(back.max_seq, c.max_seq);
+    EXPECT_EQ(back.rope_theta, c.rope_theta);
+    EXPECT_EQ(back.norm_eps, c.norm_eps);
+    EXPECT_EQ(back.tied_embeddings, c.tied_embeddings);
+    EXPECT_EQ(back.bos_token, 1);
+    EXPECT_EQ(back.eos_token, -1);
+  }
+}
+
+// ---- save / load ------------------------------------------------------------------------------
+
+TEST(Checkpoint, SaveLoadRoundTripF32AndBf16) {
+  for (const char* preset : {"tiny", "tiny-tied", "tiny-mha"}) {
+    const ModelConfig c = preset_config(preset);
+    const ModelLayout layout(c);
+    const std::vector<float> w = test::random_vector(layout.total, 21);
+    TempDir dir;
+    save_hf_checkpoint(dir.path + "/ck", layout, w.data(), "f32");
+    LoadedModel m = load_model(dir.path + "/ck");
+    EXPECT_EQ(m.weights, w) << preset;
+    EXPECT_EQ(m.config.tied_embeddings, c.tied_embeddings);
+    EXPECT_EQ(m.config.head_dim, c.head_dim);
+    EXPECT_EQ(m.source, dir.path + "/ck/model.safetensors");
+
+    save_hf_checkpoint(dir.path + "/ck", layout, w.data(), "bf16");  // overwrites in place
+    m = load_model(dir.path + "/ck/model.safetensors");
+    ASSERT_EQ(m.weights.size(), w.size());
+    for (size_t i = 0; i < w.size(); i++) ASSERT_EQ(m.weights[i], bf16_to_float(float_to_bf16(w[i]))) << i;
+    const nlohmann::json j = nlohmann::json::parse(read_file(dir.path + "/ck/config.json"));
+    EXPECT_EQ(j["torch_dtype"], "bfloat16");
+    // Norms are 1-D as in transformers; the tied head is not written.
+    const SafetensorsFile st(dir.path + "/ck/model.safetensors");
+    EXPECT_EQ(st.get("model.norm.weight").shape, (std::vector<int64_t>{c.d_model}));
+    EXPECT_EQ(st.get("model.layers.0.self_attn.k_proj.weight").shape,
+              (std::vector<int64_t>{c.kv_dim(), c.d_model}));
+    EXPECT_EQ(st.find("lm_head.weight") != nullptr, !c.tied_embeddings);
+    EXPECT_EQ(st.metadata().at("format"), "pt");
+    for (const auto& e : fs::directory_iterator(dir.path + "/ck"))
+      EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "left over: " << e.path();
+  }
+}
+
+TEST(Checkpoint, CrashMidSaveLeavesPreviousFiles) {
+  const ModelConfig c = preset_config("tiny");
+  const ModelLayout layout(c);
+  const std::vector<float> old_w = test::random_vector(layout.total, 1), new_w = test::random_vector(layout.total, 2);
+  TempDir dir;
+  save_hf_checkpoint(dir.path, layout, old_w.data(), "f32");
+  const std::string old_config = read_file(dir.path + "/config.json");
+  // Make the save fail after the weights are fully written (the config's temporary file cannot
+  // be created), as a crash there would.
+  fs::create_directory(dir.path + "/config.json.tmp." + std::to_string(getpid()));
+  EXPECT_THROW(save_hf_checkpoint(dir.path, layout, new_w.data(), "bf16"), Error);
+  fs::remove(dir.path + "/config.json.tmp." + std::to_string(getpid()));
+  EXPECT_EQ(load_model(dir.path).weights, old_w);
+  EXPECT_EQ(read_file(dir.path + "/config.json"), old_config);
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir.path)) {
+    files++;
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "left over: " << e.path();
+  }
+  EXPECT_EQ(files, 2);
+}
+
+// Writes `config`'s tensors (from w) as a Hugging Face checkpoint, with hooks to damage it.
+struct HfWriter {
+  HfWriter(const ModelConfig& c, std::vector<float> weights) : config(c), w(std::move(weights)) {}
+  ModelConfig config;
+  std::vector<float> w;
+  std::string skip, wrong_shape, extra;
+  StDtype dtype = StDtype::F32;
+
+  std::vector<StWriteTensor> tensors() const {
+    const ModelLayout layout(config);
+    std::vector<StWriteTensor> out;
+    for (const TensorSlot& s : layout.tensors) {
+      if (s.name == skip) continue;
+      std::vector<int64_t> shape = s.rows == 1 ? std::vector<int64_t>{s.cols} : std::vector<int64_t>{s.rows, s.cols};
+      if (s.name == wrong_shape) shape = {s.cols, s.rows};
+      out.push_back({s.name, shape, w.data() + s.offset});
+    }
+    if (!extra.empty()) out.push_back({extra, {2}, w.data()});
+    return out;
+  }
+  void save(const std::string& dir) const {
+    fs::create_directories(dir);
+    write_safetensors(dir + "/model.safetensors", tensors(), dtype);
+    write_hf_config(dir + "/config.json", config, "float32");
+  }
+};
+
+TEST(Checkpoint, MissingMisshapenAndExtraTensors) {
+  const ModelConfig c = preset_config("tiny");
+  HfWriter h{c, test::random_vector(ModelLayout(c).total, 3)};
+  TempDir dir;
+  h.extra = "model.layers.0.self_attn.rotary_emb.inv_freq";
+  h.save(dir.path + "/ok");
+  EXPECT_EQ(load_model(dir.path + "/ok").weights, h.w);  // extra tensor ignored
+
+  h.extra.clear();
+  h.skip = "model.layers.2.mlp.down_proj.weight";
+  h.save(dir.path + "/missing");
+  expect_error([&] { load_model(dir.path + "/missing"); },
+               {dir.path + "/missing/model.safetensors", "tensor 'model.layers.2.mlp.down_proj.weight' not found",
+                "expected shape [45, 71]"});
+
+  h.skip.clear();
+  h.wrong_shape = "model.layers.1.self_attn.k_proj.weight";
+  h.save(dir.path + "/shape");
+  expect_error([&] { load_model(dir.path + "/shape"); },
+               {dir.path + "/shape/model.safetensors", "tensor 'model.layers.1.self_attn.k_proj.weight'",
+                "has shape [45, 30], expected [30, 45]"});
+
+  // Untied model without lm_head: error; tied model without lm_head: fine (and the tied model's
+  // loader ignores an lm_head that is present).
+  h.wrong_shape.clear();
+  h.skip = "lm_head.weight";
+  h.save(dir.path + "/nohead");
+  expect_error([&] { load_model(dir.path + "/nohead"); }, {"tensor 'lm_head.weight' not found"});
+  HfWriter tied{preset_config("tiny-tied"), test::random_vector(ModelLayout(preset_config("tiny-tied")).total, 4)};
+  tied.extra = "lm_head.weight";
+  tied.save(dir.path + "/tied");
+  EXPECT_EQ(load_model(dir.path + "/tied").weights, tied.w);
+}
+
+TEST(Checkpoint, F16AndBf16SourcesConvert) {
+  const ModelConfig c = preset_config("tiny-tied");
+  HfWriter h{c, test::random_vector(ModelLayout(c).total, 5)};
+  TempDir dir;
+  h.dtype = StDtype::F16;
+  h.save(dir.path);
+  const LoadedModel m = load_model(dir.path);
+  for (size_t i = 0; i < h.w.size(); i++) ASSERT_EQ(m.weights[i], f16_to_float(float_to_f16(h.w[i])));
+}
+
+TEST(Checkpoint, ShardedCheckpoint) {
+  const ModelConfig c = preset_config("tiny");
+  HfWriter h{c, test::random_vector(ModelLayout(c).total, 6)};
+  const std::vector<StWriteTensor> all = h.tensors();
+  TempDir dir;
+  write_hf_config(dir.path + "/config.json", c, "bfloat16");
+  const size_t half = all.size() / 2;
+  const std::vector<StWriteTensor> a(all.begin(), all.begin() + half), b(all.begin() + half, all.end());
+  write_safetensors(dir.path + "/model-00001-of-00002.safetensors", a, StDtype::BF16);
+  write_safetensors(dir.path + "/model-00002-of-00002.safetensors", b, StDtype::F32);
+  nlohmann::json index = {{"metadata", {{"total_size", 0}}}, {"weight_map", nlohmann::json::object()}};
+  for (size_t i = 0; i < all.size(); i++)
+    index["weight_map"][all[i].name] = i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+  write_file(dir.path + "/model.safetensors.index.json", index.dump());
+  const LoadedModel m = load_model(dir.path);
+  EXPECT_EQ(m.source, dir.path + "/model.safetensors.index.json");
+  const ModelLayout layout(c);
+  for (size_t i = 0; i < all.size(); i++) {
+    const TensorSlot* s = layout.find(all[i].name);
+    for (int64_t k = 0; k < s->numel(); k++) {
+      const float want = i < half ? bf16_to_float(float_to_bf16(h.w[s->offset + k])) : h.w[s->offset + k];
+      ASSERT_EQ(m.weights[s->offset + k], want) << all[i].name << "[" << k << "]";
+    }
+  }
+  EXPECT_EQ(load_model(dir.path + "/model.safetensors.index.json").weights, m.weights);
+
+  // The index lists a tensor its shard does not hold.
+  index["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors";
+  write_file(dir.path + "/model.safetensors.index.json", index.dump());
+  expect_error([&] { load_model(dir.path); },
+               {dir.path + "/model-00001-of-00002.safetensors", "tensor 'model.norm.weight' is listed in",
+                "not in this shard"});
+  index["weight_map"]["model.norm.weight"] = "../elsewhere.safetensors";
+  write_file(dir.path + "/model.safetensors.index.json", index.dump());
+  expect_error([&] { load_model(dir.path); }, {"model.safetensors.index.json", "'../elsewhere.safetensors'"});
+  write_file(dir.path + "/model.safetensors.index.json", "[]");
+  expect_error([&] { load_model(dir.path); }, {"model.safetensors.index.json", "expected an object"});
+}
+
+TEST(Checkpoint, PathErrors) {
+  TempDir dir;
+  expect_error([&] { load_model(dir.path + "/nope"); }, {dir.path + "/nope", "no such file or directory"});
+  expect_error([&] { load_model(dir.path); }, {dir.path, "neither model.safetensors nor"});
+  write_file(dir.path + "/model.safetensors", "");
+  expect_error([&] { load_model(dir.path); }, {dir.path, "no config.json"});
+  write_file(dir.path + "/weights.bin", "hello");
+  expect_error([&] { load_model(dir.path + "/weights.bin"); }, {"unknown model format"});
+  write_file(dir.path + "/config.json", "{}");
+  expect_error([&] { load_model(dir.path); }, {dir.path + "/model.safetensors", "shorter than the 8-byte header"});
+}
+
+TEST(Checkpoint, ModelInfoOnHfCheckpoint) {
+  const ModelConfig c = preset_config("tiny");
+  const ModelLayout layout(c);
+  const std::vector<float> w = test::random_vector(layout.total, 7);
+  TempDir dir;
+  save_hf_checkpoint(dir.path, layout, w.data(), "bf16");
+  std::ostringstream out;
+  print_model_info(dir.path, out);
+  const std::string s = out.str();
+  EXPECT_NE(s.find("format: safetensors"), std::string::npos) << s;
+  EXPECT_NE(s.find("parameters (config): " + std::to_string(c.total_params())), std::string::npos) << s;
+  EXPECT_NE(s.find("parameters (file):   " + std::to_string(c.total_params())), std::string::npos) << s;
+  EXPECT_NE(s.find("BF16: " + std::to_string(layout.tensors.size()) + " tensors"), std::string::npos) << s;
+  EXPECT_NE(s.find("tokenizer: none"), std::string::npos) << s;
+}
+
+// ---- fuzz regressions through load_model -------------------------------------------------------
+
+TEST(FuzzRegressions, LoadModelFails) {
+  const fs::path src = fs::path(OWLORE_SOURCE_DIR) / "tests/data/fuzz_regressions";
+  TempDir dir;
+  // A valid config beside the safetensors inputs, so the failure comes from the weights file.
+  write_hf_config(dir.path + "/config.json", preset_config("tiny"), "float32");
+  int loaded = 0;
+  for (const auto& entry : fs::directory_iterator(src)) {
+    const std::string name = entry.path().filename().string();
+    std::string copy;
+    if (name.rfind("gguf-", 0) == 0) copy = dir.path + "/" + name + ".gguf";
+    else if (name.rfind("safetensors-", 0) == 0) copy = dir.path + "/" + name + ".safetensors";
+    else continue;  // hf_config-* inputs are replayed below
+    fs::copy_file(entry.path(), copy, fs::copy_options::overwrite_existing);
+    EXPECT_THROW(load_model(copy), Error) << name;
+    loaded++;
+  }
+  for (const auto& entry : fs::directory_iterator(src)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("hf_config-", 0) != 0) continue;
+    EXPECT_THROW(read_hf_config(entry.path().string()), Error) << name;
+    loaded++;
+  }
+  EXPECT_GT(loaded, 0);
+}
+
+// ---- the real SmolLM2-135M GGUF (DESIGN.md §5) --------------------------------------------------
+
+std::string smollm2_path() {
+  const char* cache = std::getenv("OWLORE_CACHE");
+  const char* home = std::getenv("HOME");
+  const std::string dir = cache ? cache : std::string(home ? home : "") + "/.cache/owlore";
+  return dir + "/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+TEST(SmolLM2, LoadsRealGguf) {
+  const std::string path = smollm2_path();
+  if (!fs::exists(path)) GTEST_SKIP() << path << " is absent; run tools/fetch_smollm2.sh to fetch it";
+  const LoadedModel m = load_model(path);
+  const ModelConfig& c = m.config;
+  EXPECT_EQ(c.n_layers, 30);
+  EXPECT_EQ(c.d_model, 576);
+  EXPECT_EQ(c.n_heads, 9);
+  EXPECT_EQ(c.n_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.ffn, 1536);
+  EXPECT_EQ(c.vocab, 49152);
+  EXPECT_TRUE(c.tied_embeddings);
+  EXPECT_EQ(c.rope_theta, 100000.0f);
+  const ModelLayout layout(c);
+  ASSERT_EQ((int64_t)m.weights.size(), layout.total);
+  EXPECT_EQ(layout.total, preset_config("smollm2-135m").total_params());
+  for (const TensorSlot& s : layout.tensors) {
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < s.numel(); i++) {
+      const float x = m.weights[s.offset + i];
+      ASSERT_TRUE(std::isfinite(x)) << s.name << "[" << i << "]";
+      sum_sq += (double)x * x;
+    }
+    const double rms = std::sqrt(sum_sq / (double)s.numel());
+    // Trained LLaMA weights: matrices have rms around 0.02-0.2, norm gains around 0.1-10.
+    if (s.is_matrix()) {
+      EXPECT_GT(rms, 1e-3) << s.name;
+      EXPECT_LT(rms, 1.0) << s.name;
+    } else {
+      EXPECT_GT(rms, 1e-2) << s.name;
+      EXPECT_LT(rms, 50.0) << s.name;
+    }
+  }
+  const GgufFile file(path);
+  EXPECT_EQ(file.tokens().size(), 49152u);
+  EXPECT_GT(file.merges().size(), 40000u);
+  EXPECT_EQ(file.token_types().size(), 49152u);
+  EXPECT_EQ(file.tokenizer_model(), "gpt2");
+  std::cout << "tokenizer.ggml.pre = '" << file.tokenizer_pre() << "', bos " << file.bos_id() << ", eos "
+            << file.eos_id() << ", pad " << file.padding_id() << "\n";
+}
+
+}  // namespace
+}  // namespace owlore
