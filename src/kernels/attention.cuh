@@ -26,7 +26,10 @@
 //   This costs 7 matmul-units of work against FA2's 5 (1.4x the backward FLOPs), but every
 //   element of dqkv is written exactly once by one thread in a fixed order: bit-identical runs,
 //   no zero-fill of a dQ accumulator, no fp32 dQ buffer (workspace is only D: B*Hq*T floats).
-// Measured: see docs/bench/attention-*.md (the numbers that chose these tiles live there).
+// Measured (H200, causal, 16k tokens, docs/bench/attention-h200-2026-11-28.md): forward 283 TFLOP/s
+// at hd128 T4096 (FA2 SDPA 322, cuDNN 622); the kernels run at 230-285 TFLOP/s of the work they
+// do, so the 7-vs-5 matmul backward is what leaves fwd+bwd at 0.74-0.83x FA2 for T >= 2048
+// (1.26-1.39x at T 512, 1.0x at 1024). Tile choice per kernel: see Config below.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -47,9 +50,6 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)_
 // 16-byte async copy global -> shared; !valid zero-fills the 16 bytes (ragged tiles).
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
@@ -330,7 +330,7 @@ static __global__ void __launch_bounds__(NW * 32)
   bf16* sV = sK + BN * HD;
   bf16* sQ = sV + BN * HD;       // 2 stages
   bf16* sdO = sQ + 2 * BM * HD;  // 2 stages
-  float* sL = reinterpret_cast<float*>(sdO + 2 * BM * HD);  // 2 stages of lse (0 past T, masked)
+  float* sL = reinterpret_cast<float*>(sdO + 2 * BM * HD);  // 2 stages of lse*log2e (+inf past T)
   float* sD = sL + 2 * BM;                                   // 2 stages of D
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kv_tile = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z;
@@ -344,6 +344,8 @@ static __global__ void __launch_bounds__(NW * 32)
   const int n_q = (T + BM - 1) / BM - i0;  // query tiles per head
   const int n_it = group * n_q;
 
+  // lse/D by plain loads (+inf / 0 past T). Loading them by 4-byte cp.async instead measured
+  // slower (hd128 5.05 vs 4.77 ms, hd64 1.00 vs 0.84 ms at 4x4096): more registers, spills.
   auto issue = [&](int it, int stage) {
     const int h = kvh * group + it / n_q;
     const int q0 = (i0 + it % n_q) * BM;
@@ -351,14 +353,11 @@ static __global__ void __launch_bounds__(NW * 32)
                           T - q0);
     load_tile<BM, HD, NT>(sdO + stage * BM * HD, dout + ((int64_t)b * T + q0) * dstride + (int64_t)h * HD,
                           dstride, T - q0);
-    // lse and D through cp.async too: a plain load here would stall its warp (and then the block
-    // at the barrier) for a global-memory round trip every iteration. Rows past T read as 0 and
-    // are masked below.
     for (int i = threadIdx.x; i < BM; i += NT) {
       const int t = q0 + i;
-      const int64_t idx = ((int64_t)b * Hq + h) * T + (t < T ? t : 0);
-      cp_async4(smem_u32(sL + stage * BM + i), lse + idx, t < T);
-      cp_async4(smem_u32(sD + stage * BM + i), Dvec + idx, t < T);
+      const int64_t idx = ((int64_t)b * Hq + h) * T + t;
+      sL[stage * BM + i] = t < T ? lse[idx] * kLog2e : INFINITY;
+      sD[stage * BM + i] = t < T ? Dvec[idx] : 0.f;
     }
   };
 
@@ -411,8 +410,7 @@ static __global__ void __launch_bounds__(NW * 32)
       }
     }
     // P^T = 2^(S^T*scale*log2e - lse*log2e); causal: query t < kv s -> 0.
-    // Query rows past T (ragged last tile) are masked too.
-    const bool need_mask = q0 < k0 + warp * WM + WM - 1 || q0 + BM > T;
+    const bool need_mask = q0 < k0 + warp * WM + WM - 1;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -420,8 +418,8 @@ static __global__ void __launch_bounds__(NW * 32)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int tl = nt * 8 + 2 * (lane & 3) + (e & 1);
-          float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -l_s[tl] * kLog2e));
-          if (need_mask && (q0 + tl < kv_row + mt * 16 + (e >> 1) * 8 || q0 + tl >= T)) p = 0.f;
+          float p = exp2f(fmaf(s[mt][nt][e], scale_log2, -l_s[tl]));
+          if (need_mask && q0 + tl < kv_row + mt * 16 + (e >> 1) * 8) p = 0.f;
           s[mt][nt][e] = p;
         }
     // dV += P^T dO
