@@ -595,6 +595,7 @@ namespace {
 void reorder_rows(float* w, int64_t rows, int64_t cols, int n_heads, bool to_interleaved) {
   OWLORE_REQUIRE(n_heads > 0 && rows % n_heads == 0 && (rows / n_heads) % 2 == 0, "RoPE row permutation: ", rows,
                  " rows do not split into ", n_heads, " heads of even size");
+  if (rows == 0 || cols == 0) return;  // nothing to move (and memcpy must not see null pointers)
   const int64_t hd = rows / n_heads, half = hd / 2;
   std::vector<float> head((size_t)(hd * cols));
   for (int h = 0; h < n_heads; h++) {
