@@ -170,7 +170,7 @@ TEST(AdamwGpu, StochasticRoundingIsUnbiased) {
   // two bf16 neighbours; the mean over the draws must be p within 5 standard errors.
   const int64_t n = 1 << 20;
   const float lr = 0.3f / 256.0f;  // moves 1.0 by 0.3 of the bf16 spacing below 1 (2^-8)
-  std::vector<float> p(n, 1.0f), m(n, 0.0f), v(n, 0.0f), g(n, 0.02f);
+  std::vector<float> p(n, 1.0f), m(n, 0.0f), v(n, 0.0f), g(n, bf16_round(0.02f));
   std::vector<float> ref_p(1, 1.0f), ref_m(1, 0.0f), ref_v(1, 0.0f);
   adamw_ref(ref_p.data(), ref_m.data(), ref_v.data(), g.data(), 1, lr, kB1, kB2, kEpsAdam, 0.0f, 1, 1.0f);
   DeviceBuffer<bf16> d_p(n), d_g(n);
