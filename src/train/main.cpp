@@ -27,10 +27,10 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   CLI::App* train = app.add_subcommand("train", "fine-tune or train a model");
   train->add_option("--preset", o.preset, "model shape with fresh weights: " + join(preset_names()));
   train->add_option("--model", o.model_path, "checkpoint to fine-tune (safetensors dir/file or GGUF)");
-  train->add_option("--data", o.data_path, "training text file (held-out tail used for validation)")->required();
+  train->add_option("--data", o.data_path, "training data: text, JSONL {question,answer}|{prompt,response}, or an OWLTOK1 token file; the tail is held out for validation")->required();
   train->add_option("--device", o.device, "cpu or cuda")->capture_default_str();
   train->add_option("--method", o.method, "full, lisa, owlore, ows or galore")->capture_default_str();
-  train->add_option("--out", o.out_dir, "output directory (metrics.jsonl)")->capture_default_str();
+  train->add_option("--out", o.out_dir, "output directory (metrics.jsonl, checkpoint/)")->capture_default_str();
   train->add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
   train->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
   train->add_option("--seq", o.seq, "tokens per sequence")->capture_default_str();
@@ -51,6 +51,12 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->add_option("--log-every", o.log_every, "progress line every N steps when not on a terminal")
       ->capture_default_str();
   train->add_option("--seed", o.seed, "seed for initialization, data order and sampling")->capture_default_str();
+  train->add_flag("--skip-bad-lines", o.skip_bad_lines, "JSONL data: skip (and report) malformed lines instead of stopping");
+  train->add_option("--moments", o.moments, "GPU Adam moments: fp32 or bf16")->capture_default_str();
+  train->add_option("--lm-head-chunk", o.lm_head_chunk_tokens, "GPU: tokens per chunk of the fused LM head")
+      ->capture_default_str();
+  train->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
+  train->add_option("--save-dtype", o.save_dtype, "checkpoint weights: bf16 or f32")->capture_default_str();
   train->callback([&o] { run_training(o); });
 }
 

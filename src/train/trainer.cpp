@@ -6,13 +6,19 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <nvtx3/nvToolsExt.h>
+
 #include "base/error.h"
+#include "io/checkpoint.h"
 #include "io/dataset.h"
+#include "io/model_tokenizer.h"
+#include "io/token_data.h"
 #include "kernels/ref/ops_ref.h"
 #include "model/config.h"
 #include "model/layout.h"
 #include "model/model_cpu.h"
 #include "optim/adamw_cpu.h"
+#include "train/backend.h"
 #include "train/metrics.h"
 #include "train/schedule.h"
 
@@ -29,7 +35,6 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
   OWLORE_REQUIRE(o.preset.empty() != o.model_path.empty(), "give exactly one of --preset and --model");
   OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
-  OWLORE_REQUIRE(o.device == "cpu", "--device cuda: the GPU trainer is not built yet; use --device cpu");
   check_method(o.method);
   OWLORE_REQUIRE(o.steps >= 1, "--steps must be >= 1, got ", o.steps);
   OWLORE_REQUIRE(o.batch >= 1, "--batch must be >= 1, got ", o.batch);
@@ -40,6 +45,9 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.clip >= 0, "--clip must be >= 0, got ", o.clip);
   OWLORE_REQUIRE(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1, "--beta1/--beta2 must be in [0, 1)");
   OWLORE_REQUIRE(o.val_batches >= 1, "--val-batches must be >= 1, got ", o.val_batches);
+  OWLORE_REQUIRE(o.save_dtype == "bf16" || o.save_dtype == "f32", "--save-dtype must be bf16 or f32, got '",
+                 o.save_dtype, "'");
+  OWLORE_REQUIRE(o.lm_head_chunk_tokens >= 1, "--lm-head-chunk must be >= 1, got ", o.lm_head_chunk_tokens);
 }
 
 }  // namespace
@@ -51,109 +59,152 @@ void check_method(const std::string& method) {
   fail("--method: unknown method '", method, "' (expected full, lisa, owlore, ows or galore)");
 }
 
+namespace {
+
+// The model to train: a preset with fresh weights, or a checkpoint.
+LoadedModel load_training_model(const TrainOptions& o) {
+  if (!o.model_path.empty()) return load_model(o.model_path);
+  LoadedModel m;
+  m.config = preset_config(o.preset);
+  m.weights.resize(ModelLayout(m.config).total);
+  init_weights(ModelLayout(m.config), m.weights.data(), o.seed + 1);
+  m.source = "preset " + o.preset;
+  return m;
+}
+
+Dataset load_training_data(const TrainOptions& o, const ModelConfig& config, const Tokenizer* tokenizer) {
+  if (!tokenizer)
+    OWLORE_REQUIRE(config.vocab >= 256, "byte-level data needs a vocabulary of at least 256 tokens; model '",
+                   config.name, "' has ", config.vocab);
+  InstructOptions instruct;
+  instruct.skip_bad_lines = o.skip_bad_lines;
+  const TokenStream stream = load_token_stream(o.data_path, tokenizer, instruct);
+  Dataset data = pack_dataset(stream.tokens, stream.loss_mask, o.seq, o.val_fraction);
+  OWLORE_REQUIRE(data.max_token < config.vocab, o.data_path, ": token ", data.max_token,
+                 " is outside the model's vocabulary of ", config.vocab);
+  OWLORE_REQUIRE(data.train.count() >= o.batch, o.data_path, ": ", data.train.count(), " training sequences of ",
+                 o.seq + 1, " tokens, fewer than one batch of ", o.batch, " (lower --batch or --seq)");
+  return data;
+}
+
+}  // namespace
+
 TrainResult run_training(const TrainOptions& o) {
   validate(o);
-  OWLORE_REQUIRE(o.model_path.empty(), "--model: loading checkpoints is not available in this build; use --preset");
-  const ModelConfig config = preset_config(o.preset);
-  OWLORE_REQUIRE(o.seq <= config.max_seq, "--seq ", o.seq, " does not fit the model's context of ", config.max_seq,
-                 " tokens");
+  const LoadedModel loaded = load_training_model(o);
+  const ModelConfig& config = loaded.config;
+  OWLORE_REQUIRE(o.seq <= config.max_seq || config.max_seq <= 0, "--seq ", o.seq, " does not fit the model's context of ",
+                 config.max_seq, " tokens");
   const ModelLayout layout(config);
-
-  // Data: byte-level tokens until a tokenizer comes with the model.
-  OWLORE_REQUIRE(config.vocab >= 256, "byte-level data needs a vocabulary of at least 256 tokens; preset '",
-                 config.name, "' has ", config.vocab);
-  const std::string text = read_text_file(o.data_path);
-  const Dataset data = pack_dataset(byte_tokens(text), {}, o.seq, o.val_fraction);
-  OWLORE_REQUIRE(data.train.count() >= o.batch, o.data_path, ": ", data.train.count(),
-                 " training sequences of ", o.seq + 1, " tokens, fewer than one batch of ", o.batch,
-                 " (lower --batch or --seq)");
+  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
+  const Dataset data = load_training_data(o, config, tokenizer.get());
 
   std::filesystem::create_directories(o.out_dir);
   MetricsLog metrics(o.out_dir + "/metrics.jsonl", false);
 
-  std::vector<float> weights(layout.total), grads(layout.total, 0.0f);
-  init_weights(layout, weights.data(), o.seed + 1);
-  CpuModel<float> model(layout);
+  OptimizerOptions optim{o.beta1, o.beta2, o.eps, o.weight_decay, o.moments, o.seed};
+  std::unique_ptr<TrainBackend> backend =
+      o.device == "cpu" ? make_cpu_backend(layout, loaded.weights, optim)
+                        : make_gpu_backend(layout, loaded.weights, optim, o.batch, o.seq, config.n_layers,
+                                           o.lm_head_chunk_tokens);
   const TrainMask mask = TrainMask::all(config.n_layers);
-  CpuAdamW optimizer(layout, AdamWConfig{o.beta1, o.beta2, o.eps, o.weight_decay});
+  backend->set_mask(mask);
   LrSchedule schedule{o.lr, o.min_lr_ratio, o.warmup_steps >= 0 ? o.warmup_steps : o.steps / 20, o.steps};
 
   const int B = o.batch, T = o.seq;
   std::vector<int32_t> inputs((int64_t)o.grad_accum * B * T), targets(inputs.size());
   auto validation_loss = [&] {
+    nvtxRangePushA("validation");
     double sum = 0;
     int64_t kept = 0;
     for (int i = 0; i < o.val_batches; i++) {
       fixed_batch(data.val, (int64_t)i * B, B, inputs.data(), targets.data());
       int64_t k = 0;
-      sum += model.forward(weights.data(), inputs.data(), targets.data(), B, T, &k);
+      sum += backend->forward_loss(inputs.data(), targets.data(), B, T, &k);
       kept += k;
     }
+    nvtxRangePop();
     return kept ? sum / kept : 0.0;
   };
+  auto save = [&](const std::string& dir) {
+    std::vector<float> weights;
+    backend->read_weights(weights);
+    save_hf_checkpoint(dir, layout, weights.data(), o.save_dtype);
+  };
 
-  std::printf("owlore train | %s | %.2fM parameters | method %s | device %s\n", config.name.c_str(),
-              config.total_params() / 1e6, o.method.c_str(), o.device.c_str());
-  std::printf("data %s: %lld train / %lld validation sequences of %d tokens | batch %d x %d x %d\n",
-              o.data_path.c_str(), (long long)data.train.count(), (long long)data.val.count(), T, o.grad_accum, B, T);
+  std::printf("owlore train | %s (%s) | %.1fM parameters | method %s | device %s\n", config.name.c_str(),
+              loaded.source.c_str(), config.total_params() / 1e6, o.method.c_str(), backend->device_name().c_str());
+  std::printf("data %s: %lld train / %lld validation sequences of %d tokens | batch %d x %d x %d%s\n",
+              o.data_path.c_str(), (long long)data.train.count(), (long long)data.val.count(), T, o.grad_accum, B, T,
+              tokenizer ? "" : " | byte-level tokens");
+  const std::string plan = backend->plan_table();
+  if (!plan.empty()) std::printf("%s", plan.c_str());
   Progress progress(o.steps, o.log_every);
   TrainResult result;
   result.first_val_loss = validation_loss();
   metrics.write({{"step", 0}, {"val_loss", result.first_val_loss}});
-  progress.line("step 0 | val_loss " + std::to_string(result.first_val_loss));
+  char text[160];
+  std::snprintf(text, sizeof text, "step 0 | val_loss %.4f", result.first_val_loss);
+  progress.line(text);
 
   BatchCursor cursor{o.seed, 0};
   const auto start = Clock::now();
   int64_t tokens_seen = 0;
   for (int step = 1; step <= o.steps; step++) {
+    nvtxRangePushA(("step " + std::to_string(step)).c_str());  // Nsight: one range per step
     const auto step_start = Clock::now();
     const float lr = schedule.at(step);
     // All micro-batches first: the loss is the mean over every kept target of the whole
     // accumulated batch, so accumulation equals one large batch of the same tokens.
     int64_t kept_total = 0;
-    for (int micro = 0; micro < o.grad_accum; micro++) {
+    for (int micro = 0; micro < o.grad_accum; micro++)
       next_batch(data.train, cursor, B, inputs.data() + (int64_t)micro * B * T, targets.data() + (int64_t)micro * B * T);
-    }
     for (int32_t t : targets) kept_total += t >= 0;
-    std::fill(grads.begin(), grads.end(), 0.0f);
     double loss_sum = 0;
     for (int micro = 0; micro < o.grad_accum; micro++) {
       const int64_t offset = (int64_t)micro * B * T;
-      loss_sum += model.forward(weights.data(), inputs.data() + offset, targets.data() + offset, B, T, nullptr);
-      if (kept_total > 0) model.backward(grads.data(), weights.data(), mask, 1.0f / (float)kept_total);
+      loss_sum += backend->forward_backward(inputs.data() + offset, targets.data() + offset, B, T,
+                                            kept_total ? 1.0f / (float)kept_total : 0.0f);
     }
     const double loss = kept_total ? loss_sum / kept_total : 0.0;
-    double sum_sq = 0;
-    for (const TensorSlot& t : layout.tensors)
-      if (tensor_trains(layout, t, mask))
-        sum_sq += sum_squares_ref(grads.data() + t.offset, t.numel());
-    const double grad_norm = std::sqrt(sum_sq);
+    const double grad_norm = std::sqrt(backend->grad_sum_squares());
     OWLORE_REQUIRE(std::isfinite(loss) && std::isfinite(grad_norm), "step ", step, ": loss ", loss, ", gradient norm ",
                    grad_norm, " is not finite (lower --lr?)");
     const float clip_scale = (o.clip > 0 && grad_norm > o.clip) ? (float)(o.clip / grad_norm) : 1.0f;
-    optimizer.step(weights.data(), grads.data(), mask, lr, clip_scale);
+    backend->optimizer_step(lr, clip_scale);
 
     tokens_seen += (int64_t)o.grad_accum * B * T;
     const double elapsed = seconds_since(start);
     const double tokens_per_s = (double)o.grad_accum * B * T / std::max(1e-9, seconds_since(step_start));
+    const MemoryReport memory = backend->memory();
     result.train_losses.push_back(loss);
-    nlohmann::json record = {{"step", step},         {"loss", loss},       {"lr", lr},
-                             {"grad_norm", grad_norm}, {"tokens_per_s", tokens_per_s}, {"tokens", tokens_seen},
-                             {"elapsed_s", elapsed}};
+    nlohmann::json record = {{"step", step},
+                             {"loss", loss},
+                             {"lr", lr},
+                             {"grad_norm", grad_norm},
+                             {"tokens_per_s", tokens_per_s},
+                             {"tokens", tokens_seen},
+                             {"elapsed_s", elapsed},
+                             {"memory_bytes", memory.in_use_bytes},
+                             {"peak_memory_bytes", memory.peak_bytes}};
     progress.step(step, loss, lr, tokens_per_s, elapsed);
     if ((o.val_every > 0 && step % o.val_every == 0) || step == o.steps) {
       result.last_val_loss = validation_loss();
       record["val_loss"] = result.last_val_loss;
-      char text[96];
       std::snprintf(text, sizeof text, "step %d | val_loss %.4f", step, result.last_val_loss);
       progress.line(text);
     }
     metrics.write(record);
+    nvtxRangePop();
+    if (o.save_every > 0 && step % o.save_every == 0 && step < o.steps) save(o.out_dir + "/checkpoint");
   }
   progress.finish();
+  result.checkpoint_dir = o.out_dir + "/checkpoint";
+  save(result.checkpoint_dir);
   result.tokens_per_s = tokens_seen / std::max(1e-9, seconds_since(start));
-  std::printf("done: %d steps, %.0f tokens/s, validation loss %.4f -> %.4f; metrics in %s/metrics.jsonl\n", o.steps,
-              result.tokens_per_s, result.first_val_loss, result.last_val_loss, o.out_dir.c_str());
+  std::printf("done: %d steps, %.0f tokens/s, validation loss %.4f -> %.4f\n  metrics %s/metrics.jsonl\n  model %s\n",
+              o.steps, result.tokens_per_s, result.first_val_loss, result.last_val_loss, o.out_dir.c_str(),
+              result.checkpoint_dir.c_str());
   return result;
 }
 

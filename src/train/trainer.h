@@ -33,12 +33,19 @@ struct TrainOptions {
   int val_batches = 4;
   int log_every = 10;
   uint64_t seed = 0;
+  // data and memory
+  bool skip_bad_lines = false;       // JSONL: skip (and report) malformed lines instead of stopping
+  std::string moments = "fp32";      // GPU full-rank Adam moments: fp32 or bf16
+  int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
+  int save_every = 0;                // write a checkpoint every N steps (0: only at the end)
+  std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
 };
 
 struct TrainResult {
   double first_val_loss = 0, last_val_loss = 0;
   std::vector<double> train_losses;  // per step
   double tokens_per_s = 0;
+  std::string checkpoint_dir;        // where the final model was written
 };
 
 // Validates options (each error names the flag), trains, writes <out>/metrics.jsonl.

@@ -1,0 +1,59 @@
+// A device's model, gradients and optimizer state, driven by the one training loop
+// (trainer.cpp). The CPU backend runs the twins in fp32 (tiny models, CI); the GPU backend runs
+// the kernels with bf16 weights. Both keep optimizer state only for what trains, and both take
+// the set of trained parameters (TrainMask) from the loop, which gets it from the sampler.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/layout.h"
+#include "model/model_cpu.h"
+
+namespace owlore {
+
+struct OptimizerOptions {
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  std::string moments = "fp32";  // GPU: fp32 or bf16 full-rank Adam moments
+  uint64_t seed = 0;             // stochastic rounding of bf16 updates
+};
+
+struct MemoryReport {
+  double in_use_bytes = 0, peak_bytes = 0;  // device memory (GPU) or state bytes (CPU)
+};
+
+class TrainBackend {
+ public:
+  virtual ~TrainBackend() = default;
+  virtual std::string device_name() const = 0;
+  // From now on train exactly what mask says. Tensors leaving the set lose their optimizer
+  // state (DESIGN.md §2, policy "drop"); tensors joining start fresh.
+  virtual void set_mask(const TrainMask& mask) = 0;
+  // One micro-batch: forward, backward; gradients (scaled by loss_scale) accumulate until the
+  // next optimizer_step. Returns the summed loss over kept targets.
+  virtual double forward_backward(const int32_t* inputs /*(B,T)*/, const int32_t* targets /*(B,T)*/, int B, int T,
+                                  float loss_scale) = 0;
+  // Loss only; *kept receives the number of kept targets.
+  virtual double forward_loss(const int32_t* inputs, const int32_t* targets, int B, int T, int64_t* kept) = 0;
+  // Sum of squares of the accumulated gradients of everything that trains (for clipping).
+  virtual double grad_sum_squares() = 0;
+  // AdamW on everything that trains, gradients times clip_scale; then clears the gradients.
+  virtual void optimizer_step(float lr, float clip_scale) = 0;
+  // The weights as fp32, arena order (checkpoints, evaluation elsewhere).
+  virtual void read_weights(std::vector<float>& out) = 0;
+  virtual MemoryReport memory() = 0;
+  // The memory plan as a printable table (empty for the CPU).
+  virtual std::string plan_table() const { return ""; }
+};
+
+std::unique_ptr<TrainBackend> make_cpu_backend(const ModelLayout& layout, std::vector<float> weights,
+                                               const OptimizerOptions& options);
+// max_batch x seq tokens per micro-batch; n_layer_slots: how many decoder layers may train at
+// once (all of them for full fine-tuning, γ for sampling) — their gradient and state slots are
+// allocated once, at start.
+std::unique_ptr<TrainBackend> make_gpu_backend(const ModelLayout& layout, const std::vector<float>& weights,
+                                               const OptimizerOptions& options, int max_batch, int seq,
+                                               int n_layer_slots, int lm_head_chunk_tokens);
+
+}  // namespace owlore
