@@ -99,6 +99,17 @@ TEST(HfConfig, MistralAndLlama3Fields) {
   EXPECT_EQ(l3.eos_token, 128001);
   EXPECT_TRUE(l3.tied_embeddings);
   EXPECT_EQ(l3.norm_eps, 1e-6f);  // LlamaConfig default
+  // transformers 5 moves rope_theta into rope_parameters (config written by transformers 5.17).
+  const ModelConfig v5 = parse_hf_config(R"({"architectures": ["LlamaForCausalLM"], "attention_bias": false,
+    "bos_token_id": 1, "dtype": "bfloat16", "eos_token_id": 2, "head_dim": 16, "hidden_act": "silu",
+    "hidden_size": 48, "intermediate_size": 80, "max_position_embeddings": 2048, "mlp_bias": false,
+    "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+    "pad_token_id": null, "rms_norm_eps": 1e-06, "rope_parameters": {"rope_theta": 50000.0, "rope_type": "default"},
+    "tie_word_embeddings": true, "transformers_version": "5.17.0", "use_cache": true, "vocab_size": 300})",
+                                         "v5/config.json");
+  EXPECT_EQ(v5.rope_theta, 50000.0f);
+  EXPECT_EQ(v5.head_dim, 16);
+  EXPECT_TRUE(v5.tied_embeddings);
 }
 
 TEST(HfConfig, ErrorsNameFileAndKey) {
@@ -117,6 +128,10 @@ TEST(HfConfig, ErrorsNameFileAndKey) {
       "num_attention_heads": 4, "vocab_size": 300, "rope_scaling": {"type": "llama3"}})", "a/config.json");
   }, {"rope_scaling", "not supported"});
   expect_error([] {
+    parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4,
+      "vocab_size": 300, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}})", "a/config.json");
+  }, {"a/config.json", "rope_parameters", "not supported"});
+  expect_error([] {
     parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
       "num_attention_heads": 4, "head_dim": 7, "vocab_size": 300})", "a/config.json");
   }, {"a/config.json", "head_dim must be even"});
@@ -133,6 +148,9 @@ TEST(HfConfig, WrittenConfigLoadsAsLlama) {
     EXPECT_EQ(j["torch_dtype"], "bfloat16");
     EXPECT_EQ(j["hidden_act"], "silu");
     EXPECT_TRUE(j["eos_token_id"].is_null());
+    EXPECT_EQ(j["dtype"], "bfloat16");
+    EXPECT_EQ(j["rope_parameters"]["rope_type"], "default");
+    EXPECT_EQ(j["rope_parameters"]["rope_theta"], j["rope_theta"]);
     EXPECT_NE(text.find("\"rms_norm_eps\": 1e-05"), std::string::npos) << text;  // shortest float text
     const ModelConfig back = parse_hf_config(text, "x/config.json");
     EXPECT_EQ(back.n_layers, c.n_layers);

@@ -88,9 +88,16 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
     if (j.contains(bias))
       OWLORE_REQUIRE(j[bias] == false, source, ": ", bias, " = ", j[bias].dump(), " is not supported (expected false)");
   }
-  if (j.contains("rope_scaling")) {
-    OWLORE_REQUIRE(j["rope_scaling"].is_null(), source, ": rope_scaling ", j["rope_scaling"].dump(),
-                   " is not supported (expected null)");
+  // RoPE variants the runtime does not implement (linear, dynamic, yarn, llama3, ...) are refused.
+  // transformers < 5 writes rope_scaling (null for plain RoPE) and a top-level rope_theta;
+  // transformers >= 5 writes rope_parameters {"rope_type": "default", "rope_theta": ...}.
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    const json& rope = j[key];
+    OWLORE_REQUIRE(rope.is_object(), source, ": ", key, " is ", rope.dump(), ", expected an object or null");
+    const json type = rope.contains("rope_type") ? rope["rope_type"] : rope.contains("type") ? rope["type"] : json("default");
+    OWLORE_REQUIRE(type == "default", source, ": ", key, " ", rope.dump(),
+                   " is not supported (expected rope_type \"default\": plain RoPE)");
   }
 
   ModelConfig c;
@@ -106,6 +113,8 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
   c.vocab = int_field(j, "vocab_size", source, true, 0);
   c.max_seq = int_field(j, "max_position_embeddings", source, false, 2048);
   c.rope_theta = float_field(j, "rope_theta", source, 10000.0f);
+  if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
+    c.rope_theta = float_field(j["rope_parameters"], "rope_theta", source + ": rope_parameters", c.rope_theta);
   c.norm_eps = float_field(j, "rms_norm_eps", source, 1e-6f);
   if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
     OWLORE_REQUIRE(j["tie_word_embeddings"].is_boolean(), source, ": key 'tie_word_embeddings' is ",
@@ -144,8 +153,9 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   j["head_dim"] = c.head_dim;
   j["vocab_size"] = c.vocab;
   j["max_position_embeddings"] = c.max_seq > 0 ? c.max_seq : 2048;
+  // Both spellings of plain RoPE: top-level rope_theta for transformers 4.x, rope_parameters for 5.x.
   j["rope_theta"] = shortest(c.rope_theta);
-  j["rope_scaling"] = nullptr;
+  j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", shortest(c.rope_theta)}};
   j["rms_norm_eps"] = shortest(c.norm_eps);
   j["tie_word_embeddings"] = c.tied_embeddings;
   j["hidden_act"] = "silu";
@@ -157,7 +167,8 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   j["use_cache"] = true;
   j["bos_token_id"] = c.bos_token >= 0 ? nlohmann::ordered_json(c.bos_token) : nlohmann::ordered_json(nullptr);
   j["eos_token_id"] = c.eos_token >= 0 ? nlohmann::ordered_json(c.eos_token) : nlohmann::ordered_json(nullptr);
-  j["torch_dtype"] = torch_dtype;
+  j["torch_dtype"] = torch_dtype;  // transformers 4.x
+  j["dtype"] = torch_dtype;        // transformers 5.x
   return j.dump(2) + "\n";
 }
 
