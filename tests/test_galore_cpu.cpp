@@ -4,8 +4,8 @@
 // its warm start beats a cold start on a slowly changing gradient.
 #include <gtest/gtest.h>
 
-#include <eigen3/Eigen/Dense>  // <Eigen/Dense> once owlore_core links Eigen3::Eigen
-#include <eigen3/Eigen/SVD>
+#include <Eigen/Dense>
+#include <Eigen/SVD>
 #include <cmath>
 #include <cstdio>
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include <eigen3/Eigen/Dense>  // <Eigen/Dense> once owlore_core links Eigen3::Eigen
-#include <eigen3/Eigen/SVD>
+#include <Eigen/Dense>
+#include <Eigen/SVD>
 
 #include "base/error.h"
 
