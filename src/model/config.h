@@ -31,7 +31,8 @@ struct ModelConfig {
 };
 
 // Known presets: smollm2-135m, tinyllama-1.1b, llama2-7b, llama3-8b, mistral-7b,
-// tiny (odd sizes, GQA 3:1, untied), tiny-tied, tiny-mha.
+// tiny (odd sizes, GQA 3:1, untied), tiny-tied, tiny-mha, and tiny-gpu / tiny-gpu128 (odd sizes
+// with the head_dim 64 / 128 the GPU attention kernel takes).
 ModelConfig preset_config(const std::string& name);
 std::vector<std::string> preset_names();
 

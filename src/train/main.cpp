@@ -7,10 +7,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <iostream>
 #include <string>
 
 #include "base/error.h"
 #include "model/config.h"
+#include "io/model_info.h"
+#include "train/commands.h"
 #include "train/trainer.h"
 
 using namespace owlore;
@@ -60,6 +63,50 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->callback([&o] { run_training(o); });
 }
 
+void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, std::string& info_model,
+                        std::string& convert_model, std::string& convert_out, std::string& convert_dtype,
+                        std::string& tok_model, std::string& tok_data, std::string& tok_out, bool& tok_skip) {
+  CLI::App* info = app.add_subcommand("info", "print a model's config, parameter count, tensor types, tokenizer");
+  info->add_option("--model", info_model, "GGUF, safetensors file, or Hugging Face checkpoint directory")->required();
+  info->callback([&info_model] { print_model_info(info_model, std::cout); });
+
+  CLI::App* generate = app.add_subcommand("generate", "answer a prompt with a model on the CPU (KV cache)");
+  generate->add_option("--model", gen.model_path, "model with a tokenizer (GGUF or HF directory)")->required();
+  generate->add_option("--prompt", gen.prompt, "the user message (or the text to continue with --raw)")->required();
+  generate->add_option("--system", gen.system, "system message (default: the model's own)");
+  generate->add_flag("--raw", gen.raw, "no chat template: continue the prompt text");
+  generate->add_option("--max-tokens", gen.max_new_tokens, "new tokens at most")->capture_default_str();
+  generate->add_option("--temperature", gen.temperature, "0: greedy; otherwise sampling temperature")
+      ->capture_default_str();
+  generate->add_option("--top-p", gen.top_p, "nucleus sampling mass")->capture_default_str();
+  generate->add_option("--seed", gen.seed, "sampling seed")->capture_default_str();
+  generate->callback([&gen] { run_generate(gen); });
+
+  CLI::App* eval = app.add_subcommand("eval", "mean loss, token count and perplexity of a model on data (one JSON line)");
+  eval->add_option("--model", ev.model_path, "model to evaluate");
+  eval->add_option("--preset", ev.preset, "or a preset with fresh weights");
+  eval->add_option("--data", ev.data_path, "text (all tokens), JSONL (answer tokens only) or token file")->required();
+  eval->add_option("--device", ev.device, "cpu or cuda")->capture_default_str();
+  eval->add_option("--batch", ev.batch, "sequences per batch")->capture_default_str();
+  eval->add_option("--seq", ev.seq, "tokens per sequence")->capture_default_str();
+  eval->add_option("--max-batches", ev.max_batches, "stop after N batches (0: all data)")->capture_default_str();
+  eval->add_flag("--skip-bad-lines", ev.skip_bad_lines, "JSONL: skip (and report) malformed lines");
+  eval->callback([&ev] { run_eval(ev); });
+
+  CLI::App* convert = app.add_subcommand("convert", "write any supported model as a Hugging Face checkpoint");
+  convert->add_option("--model", convert_model, "GGUF, safetensors or HF directory")->required();
+  convert->add_option("--out", convert_out, "output directory (config.json + model.safetensors)")->required();
+  convert->add_option("--dtype", convert_dtype, "bf16 or f32")->capture_default_str();
+  convert->callback([&] { run_convert(convert_model, convert_out, convert_dtype); });
+
+  CLI::App* tokenize = app.add_subcommand("tokenize", "tokenize text into an OWLTOK1 token file");
+  tokenize->add_option("--model", tok_model, "model whose tokenizer to use")->required();
+  tokenize->add_option("--data", tok_data, "text file")->required();
+  tokenize->add_option("-o,--out", tok_out, "output token file")->required();
+  tokenize->add_flag("--skip-bad-lines", tok_skip, "JSONL: skip malformed lines");
+  tokenize->callback([&] { run_tokenize(tok_model, tok_data, tok_out, tok_skip); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -68,6 +115,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("owlore 0.1"));
   TrainOptions train_options;
   add_train_command(app, train_options);
+  GenerateOptions generate_options;
+  EvalOptions eval_options;
+  std::string info_model, convert_model, convert_out, convert_dtype = "f32", tok_model, tok_data, tok_out;
+  bool tok_skip = false;
+  add_other_commands(app, generate_options, eval_options, info_model, convert_model, convert_out, convert_dtype,
+                     tok_model, tok_data, tok_out, tok_skip);
   if (argc > 1 && argv[1][0] != '-') {
     std::vector<std::string> commands;
     for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) commands.push_back(sub->get_name());

@@ -1,0 +1,162 @@
+#include "train/commands.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <numeric>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/rng.h"
+#include "io/checkpoint.h"
+#include "io/dataset.h"
+#include "io/model_tokenizer.h"
+#include "io/token_data.h"
+#include "model/decode_cpu.h"
+#include "model/layout.h"
+#include "model/model_cpu.h"
+#include "train/backend.h"
+
+namespace owlore {
+
+namespace {
+
+// Temperature + nucleus sampling; greedy at temperature 0.
+int32_t pick_token(const std::vector<float>& logits, float temperature, float top_p, Rng& rng) {
+  if (temperature <= 0.0f) return (int32_t)(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  const float max_logit = *std::max_element(logits.begin(), logits.end());
+  std::vector<std::pair<double, int32_t>> probs(logits.size());
+  double sum = 0;
+  for (size_t i = 0; i < logits.size(); i++) {
+    probs[i] = {std::exp((logits[i] - max_logit) / temperature), (int32_t)i};
+    sum += probs[i].first;
+  }
+  std::sort(probs.begin(), probs.end(), std::greater<>());
+  double kept = 0;
+  size_t n = 0;
+  while (n < probs.size() && (kept < top_p * sum || n == 0)) kept += probs[n++].first;
+  double r = rng.uniform() * kept;
+  for (size_t i = 0; i < n; i++)
+    if ((r -= probs[i].first) <= 0) return probs[i].second;
+  return probs[n - 1].second;
+}
+
+}  // namespace
+
+std::string run_generate(const GenerateOptions& o) {
+  OWLORE_REQUIRE(!o.model_path.empty(), "--model is required");
+  OWLORE_REQUIRE(o.max_new_tokens >= 1, "--max-tokens must be >= 1, got ", o.max_new_tokens);
+  OWLORE_REQUIRE(o.temperature >= 0, "--temperature must be >= 0, got ", o.temperature);
+  OWLORE_REQUIRE(o.top_p > 0 && o.top_p <= 1, "--top-p must be in (0, 1], got ", o.top_p);
+  const LoadedModel model = load_model(o.model_path);
+  const ModelLayout layout(model.config);
+  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
+  OWLORE_REQUIRE(tokenizer != nullptr, o.model_path, ": the model has no tokenizer (GGUF metadata or tokenizer.json)");
+  std::string text = o.prompt;
+  if (!o.raw) {
+    std::vector<ChatMessage> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    messages.push_back({"user", o.prompt});
+    text = format_chat(messages, /*add_generation_prompt=*/true);
+  }
+  const std::vector<int32_t> prompt = tokenizer->encode(text);
+  OWLORE_REQUIRE(!prompt.empty(), "the prompt encodes to no tokens");
+  CpuDecoder decoder(layout, model.weights.data(), (int)prompt.size() + o.max_new_tokens);
+  const std::vector<float>* logits = nullptr;
+  for (int32_t t : prompt) logits = &decoder.step(t);
+  const int end_of_turn = tokenizer->token_id("<|im_end|>");
+  Rng rng(o.seed);
+  std::vector<int32_t> answer;
+  std::string printed;
+  for (int i = 0; i < o.max_new_tokens; i++) {
+    const int32_t next = pick_token(*logits, o.temperature, o.top_p, rng);
+    if (next == model.config.eos_token || next == end_of_turn || next == tokenizer->vocab().eos) break;
+    answer.push_back(next);
+    // Print what decodes so far (a multi-byte character may span tokens).
+    const std::string decoded = tokenizer->decode(answer);
+    std::fwrite(decoded.data() + printed.size(), 1, decoded.size() - printed.size(), stdout);
+    std::fflush(stdout);
+    printed = decoded;
+    if (i + 1 < o.max_new_tokens) logits = &decoder.step(next);
+  }
+  std::printf("\n");
+  return printed;
+}
+
+void run_eval(const EvalOptions& o) {
+  OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
+  OWLORE_REQUIRE(o.model_path.empty() != o.preset.empty(), "give exactly one of --preset and --model");
+  OWLORE_REQUIRE(o.batch >= 1 && o.seq >= 1, "--batch and --seq must be >= 1");
+  OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
+  LoadedModel model;
+  if (!o.model_path.empty()) {
+    model = load_model(o.model_path);
+  } else {
+    model.config = preset_config(o.preset);
+    model.weights.resize(ModelLayout(model.config).total);
+    init_weights(ModelLayout(model.config), model.weights.data(), 1);
+  }
+  const ModelLayout layout(model.config);
+  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
+  InstructOptions instruct;
+  instruct.skip_bad_lines = o.skip_bad_lines;
+  const TokenStream stream = load_token_stream(o.data_path, tokenizer.get(), instruct);
+  // Every sequence is evaluated: pack all of it as "training" rows (no held-out split here).
+  const int row_len = o.seq + 1;
+  const int64_t rows = (int64_t)stream.tokens.size() / row_len;
+  OWLORE_REQUIRE(rows >= 1, o.data_path, ": ", stream.tokens.size(), " tokens, fewer than one sequence of ", row_len);
+  TokenRows data;
+  data.row_len = row_len;
+  data.tokens.assign(stream.tokens.begin(), stream.tokens.begin() + rows * row_len);
+  if (stream.loss_mask.empty())
+    data.loss_mask.assign(rows * row_len, 1);
+  else
+    data.loss_mask.assign(stream.loss_mask.begin(), stream.loss_mask.begin() + rows * row_len);
+  int64_t batches = (rows + o.batch - 1) / o.batch;
+  if (o.max_batches > 0) batches = std::min<int64_t>(batches, o.max_batches);
+  std::unique_ptr<TrainBackend> backend =
+      o.device == "cpu" ? make_cpu_backend(layout, model.weights, {})
+                        : make_gpu_backend(layout, model.weights, {}, o.batch, o.seq, 0, 2048);
+  std::vector<int32_t> inputs((int64_t)o.batch * o.seq), targets(inputs.size());
+  double sum = 0;
+  int64_t kept = 0;
+  for (int64_t b = 0; b < batches; b++) {
+    const int rows_here = (int)std::min<int64_t>(o.batch, rows - b * o.batch);
+    fixed_batch(data, b * o.batch, rows_here, inputs.data(), targets.data());
+    int64_t k = 0;
+    sum += backend->forward_loss(inputs.data(), targets.data(), rows_here, o.seq, &k);
+    kept += k;
+    std::fprintf(stderr, "\reval batch %lld/%lld", (long long)b + 1, (long long)batches);
+  }
+  std::fprintf(stderr, "\n");
+  const double loss = kept ? sum / kept : 0.0;
+  nlohmann::json result = {{"loss", loss},   {"tokens", kept},          {"perplexity", std::exp(loss)},
+                           {"sequences", std::min<int64_t>(rows, batches * o.batch)},
+                           {"data", o.data_path}, {"model", o.model_path.empty() ? o.preset : o.model_path},
+                           {"device", backend->device_name()}};
+  std::printf("%s\n", result.dump().c_str());
+}
+
+void run_convert(const std::string& model_path, const std::string& out_dir, const std::string& dtype) {
+  OWLORE_REQUIRE(!model_path.empty() && !out_dir.empty(), "--model and --out are required");
+  const LoadedModel model = load_model(model_path);
+  save_hf_checkpoint(out_dir, ModelLayout(model.config), model.weights.data(), dtype);
+  std::printf("wrote %s/model.safetensors and config.json (%s, %.1fM parameters)\n", out_dir.c_str(), dtype.c_str(),
+              model.config.total_params() / 1e6);
+}
+
+void run_tokenize(const std::string& model_path, const std::string& data_path, const std::string& out_path,
+                  bool skip_bad_lines) {
+  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(model_path);
+  OWLORE_REQUIRE(tokenizer != nullptr, model_path, ": the model has no tokenizer");
+  InstructOptions instruct;
+  instruct.skip_bad_lines = skip_bad_lines;
+  const TokenStream stream = load_token_stream(data_path, tokenizer.get(), instruct);
+  OWLORE_REQUIRE(stream.loss_mask.empty(), data_path,
+                 ": instruction data carries a loss mask, which token files do not store; train on the JSONL directly");
+  write_token_file(out_path, stream.tokens);
+  std::printf("wrote %s: %zu tokens\n", out_path.c_str(), stream.tokens.size());
+}
+
+}  // namespace owlore

@@ -1,0 +1,38 @@
+// The subcommands besides train: info, generate, eval, convert, tokenize. Each takes its
+// options struct and throws owlore::Error with a message naming the problem.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace owlore {
+
+struct GenerateOptions {
+  std::string model_path;
+  std::string prompt;
+  std::string system;          // empty: the model's default system message (SmolLM2's)
+  bool raw = false;            // no chat template: continue the prompt text as is
+  int max_new_tokens = 128;
+  float temperature = 0.0f;    // 0: greedy
+  float top_p = 1.0f;
+  uint64_t seed = 0;
+};
+// Prints the answer as it is generated (stdout); returns it.
+std::string run_generate(const GenerateOptions& options);
+
+struct EvalOptions {
+  std::string model_path, preset, data_path, device = "cpu";
+  int batch = 4, seq = 512;
+  int max_batches = 0;  // 0: every sequence of the data
+  bool skip_bad_lines = false;
+};
+// Prints one JSON line: {"loss", "tokens", "perplexity", ...}.
+void run_eval(const EvalOptions& options);
+
+// Reads any supported model and writes a Hugging Face checkpoint (config.json + safetensors).
+void run_convert(const std::string& model_path, const std::string& out_dir, const std::string& dtype);
+
+// Tokenizes data with the model's tokenizer into an OWLTOK1 token file.
+void run_tokenize(const std::string& model_path, const std::string& data_path, const std::string& out_path,
+                  bool skip_bad_lines);
+
+}  // namespace owlore

@@ -1,0 +1,123 @@
+// The GPU model against the CPU model (the twin) on odd shapes: loss, and the weight gradient of
+// every tensor, with the CPU running in fp32 on the same bf16-rounded weights. The GPU keeps
+// activations in bf16, so the bound is a bf16 one (a few 1e-2 after two layers); each failure
+// prints the relative error and the bound.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "kernels/common.cuh"
+#include "kernels/ref/ops_ref.h"
+#include "model/memory_plan.h"
+#include "model/model_cpu.h"
+#include "model/model_gpu.h"
+#include "test_util.h"
+
+using namespace owlore;
+
+namespace {
+
+struct Case {
+  const char* preset;
+  int B, T;
+};
+
+class GpuModelVsCpu : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GpuModelVsCpu, LossAndEveryGradientMatchTheTwin) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  const Case c = GetParam();
+  const ModelConfig cfg = preset_config(c.preset);
+  const ModelLayout layout(cfg);
+  std::vector<float> w(layout.total);
+  init_weights(layout, w.data(), 7);
+  Rng rng(8);
+  for (auto& v : w) v = v * 3 + 0.02f * (float)rng.normal();  // norms away from 1, larger signals
+  w = test::round_bf16(w);
+  const int N = c.B * c.T;
+  auto inputs = test::random_tokens(N, cfg.vocab, 9), targets = test::random_tokens(N, cfg.vocab, 10);
+  for (int i = 0; i < N; i += 7) targets[i] = kIgnoreIndex;
+  int64_t kept = 0;
+  for (int t : targets) kept += t >= 0;
+
+  CpuModel<float> cpu(layout);
+  int64_t cpu_kept = 0;
+  const double cpu_loss = cpu.forward(w.data(), inputs.data(), targets.data(), c.B, c.T, &cpu_kept);
+  std::vector<float> cpu_grads(layout.total, 0.0f);
+  cpu.backward(cpu_grads.data(), w.data(), TrainMask::all(cfg.n_layers), 1.0f / kept);
+
+  MemoryPlan plan;
+  GpuModel gpu(layout, GpuModelOptions{c.B, c.T, 50}, plan);  // chunk 50: several LM-head chunks
+  plan.allocate();
+  gpu.bind(plan);
+  gpu.upload_weights(w.data());
+  test::DeviceBuffer<float> grads(layout.total);
+  CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
+  GradTargets g;
+  g.embedding = grads.ptr + layout.embedding;
+  g.final_norm = grads.ptr + layout.final_norm;
+  g.lm_head = cfg.tied_embeddings ? nullptr : grads.ptr + layout.lm_head;
+  for (const LayerOffsets& p : layout.layers) g.layer.push_back(grads.ptr + p.begin);
+  const double gpu_loss = gpu.forward_backward(inputs.data(), targets.data(), c.B, 1.0f / kept, g,
+                                               TrainMask::all(cfg.n_layers));
+  const double loss_err = std::abs(gpu_loss - cpu_loss) / std::abs(cpu_loss);
+  EXPECT_LE(loss_err, 5e-3) << "summed loss GPU " << gpu_loss << " CPU " << cpu_loss;
+  int64_t eval_kept = 0;
+  const double eval_loss = gpu.forward_loss(inputs.data(), targets.data(), c.B, &eval_kept);
+  EXPECT_EQ(eval_kept, kept);
+  EXPECT_NEAR(eval_loss, gpu_loss, 1e-6 * std::abs(gpu_loss)) << "forward_loss and forward_backward disagree";
+
+  const std::vector<float> gpu_grads = grads.download();
+  const double bound = 3e-2;
+  for (const TensorSlot& t : layout.tensors) {
+    const double err = test::rel_error(gpu_grads.data() + t.offset, cpu_grads.data() + t.offset, t.numel());
+    EXPECT_LE(err, bound) << c.preset << " " << t.name << ": gradient rel error " << err << " > " << bound;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(OddShapes, GpuModelVsCpu,
+                         ::testing::Values(Case{"tiny-gpu", 3, 37}, Case{"tiny-gpu", 1, 1}, Case{"tiny-gpu128", 2, 70}),
+                         [](const auto& info) {
+                           std::string name = std::string(info.param.preset) + "_B" + std::to_string(info.param.B) +
+                                              "_T" + std::to_string(info.param.T);
+                           for (char& ch : name)
+                             if (ch == '-') ch = '_';
+                           return name;
+                         });
+
+TEST(GpuModel, FrozenLayersGetNoGradient) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  const ModelConfig cfg = preset_config("tiny-gpu");
+  const ModelLayout layout(cfg);
+  std::vector<float> w(layout.total);
+  init_weights(layout, w.data(), 3);
+  const int B = 2, T = 19, N = B * T;
+  auto inputs = test::random_tokens(N, cfg.vocab, 4), targets = test::random_tokens(N, cfg.vocab, 5);
+  MemoryPlan plan;
+  GpuModel gpu(layout, GpuModelOptions{B, T, 2048}, plan);
+  plan.allocate();
+  gpu.bind(plan);
+  gpu.upload_weights(w.data());
+  test::DeviceBuffer<float> grads(layout.total);
+  CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
+  GradTargets g;
+  g.final_norm = grads.ptr + layout.final_norm;
+  g.lm_head = grads.ptr + layout.lm_head;
+  g.layer = {nullptr, grads.ptr + layout.layers[1].begin};
+  const TrainMask mask{{false, true}, /*embedding=*/false, /*head=*/true};
+  gpu.forward_backward(inputs.data(), targets.data(), B, 1.0f / N, g, mask);
+  const std::vector<float> out = grads.download();
+  for (const TensorSlot& t : layout.tensors) {
+    double sum = 0;
+    for (int64_t i = t.offset; i < t.offset + t.numel(); i++) sum += std::abs(out[i]);
+    const bool trained = t.layer == 1 || t.name == "model.norm.weight" || t.name == "lm_head.weight";
+    if (trained)
+      EXPECT_GT(sum, 0.0) << t.name << " trains but got no gradient";
+    else
+      EXPECT_EQ(sum, 0.0) << t.name << " is frozen but got a gradient";
+  }
+}
+
+}  // namespace
