@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "kernel_test_util.h"
@@ -27,12 +28,36 @@ std::vector<int64_t> sizes() {
 }
 
 // Every element within one bf16 spacing of the fp32 reference (stochastic rounding picks one of
-// the two neighbours); returns the count of violations.
+// the two neighbours), allowing for the fp32 rounding of the update itself (absolute, relative to
+// the largest element: matters only where the result cancels to near zero). Returns the count of
+// violations.
 int64_t outside_one_ulp(const std::vector<float>& got, const std::vector<float>& ref) {
+  float max_abs = 0.0f;
+  for (float x : ref) max_abs = std::max(max_abs, std::fabs(x));
   int64_t bad = 0;
   for (size_t i = 0; i < ref.size(); i++)
-    if (!(std::fabs(got[i] - ref[i]) <= bf16_ulp(ref[i]) * 1.001f)) bad++;
+    if (!(std::fabs(got[i] - ref[i]) <= bf16_ulp(ref[i]) * 1.001f + 4e-7f * max_abs)) bad++;
   return bad;
+}
+
+// The relative error stochastic rounding is expected to have on ref: each x lies a fraction f of
+// the way between its bf16 neighbours lo and hi (spacing s), rounds to hi with probability f, so
+// E[err^2] = s^2 f (1-f). The "2x PyTorch bf16" rule does not apply here: PyTorch's bf16 AdamW
+// rounds to nearest and drops sub-spacing updates, which is exactly what stochastic rounding
+// avoids (round-to-nearest error ~ |update|, stochastic ~ sqrt(s |update|)).
+double sr_expected_rel_error(const std::vector<float>& ref) {
+  double err2 = 0.0, norm2 = 0.0;
+  for (float x : ref) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    bits &= 0xFFFF0000u;
+    float lo;
+    std::memcpy(&lo, &bits, 4);
+    const double s = bf16_ulp(lo == 0.0f ? x : lo), f = (std::fabs((double)x) - std::fabs((double)lo)) / s;
+    err2 += s * s * f * (1.0 - f);
+    norm2 += (double)x * x;
+  }
+  return std::sqrt(err2 / norm2);
 }
 
 struct State {
@@ -74,9 +99,9 @@ TEST(AdamwGpu, Fp32MomentsStochasticRoundingMatchesTwin) {
     EXPECT_REL_WITHIN(("adamw v" + w).c_str(), rel_error(d_v.download(), v), 1e-5);
     const auto got = download_float(d_p);
     EXPECT_EQ(outside_one_ulp(got, p), 0) << "adamw bf16 weight further than one bf16 spacing from the twin" << w;
-    // stochastic rounding's error is sqrt(2) x round-to-nearest's on average: bound 2x (large n only)
+    // the error stochastic rounding should have (statistical: large n only), 1.5x
     if (n >= 1000)
-      EXPECT_REL_WITHIN(("adamw bf16 weight" + w).c_str(), rel_error(got, p), bf16_bound(rounding_baseline(p), 2.0));
+      EXPECT_REL_WITHIN(("adamw bf16 weight (SR)" + w).c_str(), rel_error(got, p), 1.5 * sr_expected_rel_error(p));
   }
 }
 
@@ -131,14 +156,12 @@ TEST(AdamwGpu, Bf16MomentsMatchTwin) {
     EXPECT_EQ(outside_one_ulp(gm, m), 0) << "bf16 m further than one bf16 spacing" << w;
     EXPECT_EQ(outside_one_ulp(gv, v), 0) << "bf16 v further than one bf16 spacing" << w;
     if (n >= 1000) {
-      EXPECT_REL_WITHIN(("adamw bf16 m" + w).c_str(), rel_error(gm, m), bf16_bound(rounding_baseline(m), 2.0));
-      EXPECT_REL_WITHIN(("adamw bf16 v" + w).c_str(), rel_error(gv, v), bf16_bound(rounding_baseline(v), 2.0));
+      EXPECT_REL_WITHIN(("adamw bf16 m (SR)" + w).c_str(), rel_error(gm, m), 1.5 * sr_expected_rel_error(m) + 1e-6);
+      EXPECT_REL_WITHIN(("adamw bf16 v (SR)" + w).c_str(), rel_error(gv, v), 1.5 * sr_expected_rel_error(v) + 1e-6);
+      EXPECT_REL_WITHIN(("adamw bf16 weight (bf16 moments, SR)" + w).c_str(), rel_error(download_float(d_p), p),
+                        1.5 * sr_expected_rel_error(p));
     }
-    // the weight moves by m/sqrt(v) computed from the rounded moments: within one spacing of the twin
-    // computed from the same moments is not guaranteed, so bound it like the fp32-moment case
-    if (n >= 1000)
-      EXPECT_REL_WITHIN(("adamw bf16 weight (bf16 moments)" + w).c_str(), rel_error(download_float(d_p), p),
-                        bf16_bound(rounding_baseline(p), 2.0));
+    EXPECT_EQ(outside_one_ulp(download_float(d_p), p), 0) << "bf16 weight further than one bf16 spacing" << w;
   }
 }
 

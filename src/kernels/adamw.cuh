@@ -26,12 +26,14 @@
 namespace owlore {
 namespace adamw_detail {
 
-// Random bits for stochastic rounding of element i at this step; stream_id separates the draws
-// for the weight (0) and the two bf16 moments (1, 2).
-static __device__ __forceinline__ uint32_t sr_bits(uint32_t seed, int step, int64_t i, uint32_t stream_id) {
-  const uint32_t key = hash_u32((uint32_t)step ^ (stream_id * 0x68E31DA4u), seed);
-  return hash_u32((uint32_t)i ^ hash_u32((uint32_t)((uint64_t)i >> 32), key), key);
+// Random bits for stochastic rounding of element i at this step: hash(low 32 bits of i, key) with
+// key = hash(step, stream, high bits of i, seed); stream_id separates the draws for the weight (0)
+// and the two bf16 moments (1, 2). The key is computed once per thread (a pack of 8 never straddles
+// a change of the high bits), so each element costs one hash.
+static __device__ __forceinline__ uint32_t sr_key(uint32_t seed, int step, int64_t i, uint32_t stream_id) {
+  return hash_u32((uint32_t)step ^ (stream_id * 0x68E31DA4u) ^ ((uint32_t)((uint64_t)i >> 32) * 0x85EBCA6Bu), seed);
 }
+static __device__ __forceinline__ uint32_t sr_bits(uint32_t key, int64_t i) { return hash_u32((uint32_t)i, key); }
 
 template <typename T>
 static __device__ __forceinline__ void load8(float (&out)[8], const T* p) {
@@ -71,8 +73,8 @@ static __device__ __forceinline__ void adam_math(float& p, float& m, float& v, f
 }
 
 template <typename TM>
-static __device__ __forceinline__ TM store_moment(float x, const Hyper& h, int64_t i, uint32_t stream_id) {
-  if constexpr (sizeof(TM) == 2) return stochastic_round_bf16(x, sr_bits(h.seed, h.step, i, stream_id));
+static __device__ __forceinline__ TM store_moment(float x, uint32_t key, int64_t i) {
+  if constexpr (sizeof(TM) == 2) return stochastic_round_bf16(x, sr_bits(key, i));
   else return x;
 }
 
@@ -85,6 +87,7 @@ static __global__ void adamw_kernel(bf16* __restrict__ param, TM* __restrict__ m
   if constexpr (VEC) {
     const int64_t i0 = t * 8;
     if (i0 >= n) return;
+    const uint32_t key_p = sr_key(h.seed, h.step, i0, 0);
     float p[8], mm[8], vv[8], g[8];
     load8(g, grad + i0);
     load8(mm, m + i0);
@@ -96,18 +99,19 @@ static __global__ void adamw_kernel(bf16* __restrict__ param, TM* __restrict__ m
     Pack128<bf16> pb;
 #pragma unroll
     for (int j = 0; j < 8; j++)
-      pb[j] = master ? __float2bfloat16_rn(p[j]) : stochastic_round_bf16(p[j], sr_bits(h.seed, h.step, i0 + j, 0));
+      pb[j] = master ? __float2bfloat16_rn(p[j]) : stochastic_round_bf16(p[j], sr_bits(key_p, i0 + j));
     store128(param + i0, pb);
     if (master) {
       store128(master + i0, Pack128<float>{{p[0], p[1], p[2], p[3]}});
       store128(master + i0 + 4, Pack128<float>{{p[4], p[5], p[6], p[7]}});
     }
     if constexpr (sizeof(TM) == 2) {
+      const uint32_t key_m = sr_key(h.seed, h.step, i0, 1), key_v = sr_key(h.seed, h.step, i0, 2);
       Pack128<bf16> a, b;
 #pragma unroll
       for (int j = 0; j < 8; j++) {
-        a[j] = store_moment<TM>(mm[j], h, i0 + j, 1);
-        b[j] = store_moment<TM>(vv[j], h, i0 + j, 2);
+        a[j] = store_moment<TM>(mm[j], key_m, i0 + j);
+        b[j] = store_moment<TM>(vv[j], key_v, i0 + j);
       }
       store128(m + i0, a);
       store128(v + i0, b);
@@ -123,10 +127,10 @@ static __global__ void adamw_kernel(bf16* __restrict__ param, TM* __restrict__ m
     float p = master ? master[i] : __bfloat162float(param[i]);
     float mm = load1(m + i), vv = load1(v + i);
     adam_math(p, mm, vv, load1(grad + i), h, scale);
-    param[i] = master ? __float2bfloat16_rn(p) : stochastic_round_bf16(p, sr_bits(h.seed, h.step, i, 0));
+    param[i] = master ? __float2bfloat16_rn(p) : stochastic_round_bf16(p, sr_bits(sr_key(h.seed, h.step, i, 0), i));
     if (master) master[i] = p;
-    m[i] = store_moment<TM>(mm, h, i, 1);
-    v[i] = store_moment<TM>(vv, h, i, 2);
+    m[i] = store_moment<TM>(mm, sr_key(h.seed, h.step, i, 1), i);
+    v[i] = store_moment<TM>(vv, sr_key(h.seed, h.step, i, 2), i);
   }
 }
 

@@ -76,6 +76,15 @@ static __global__ void encoder_backward_kernel(TW* __restrict__ dwte, const bf16
 #pragma unroll
     for (int k = 0; k < 8; k++) w[k] = __float2bfloat16_rn(__bfloat162float(w[k]) + acc[k]);
     store128(dst, w);
+  } else if constexpr (VEC) {  // fp32: two 16-byte read-modify-writes
+    Pack128<float> w0 = load128(dst), w1 = load128(dst + 4);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      w0[k] = w0[k] + acc[k];
+      w1[k] = w1[k] + acc[k + 4];
+    }
+    store128(dst, w0);
+    store128(dst + 4, w1);
   } else {
 #pragma unroll
     for (int k = 0; k < 8; k++) {

@@ -1,8 +1,9 @@
 // SwiGLU on packed gate_up rows [gate (F) | up (F)]:
 //   forward:  out = (gate * s) * up,  s = sigmoid(gate)
 //   backward: dgate = ((dout*up)*s) * (1 + gate*(1-s));  dup = (dout*gate)*s
-// bf16 in/out, fp32 math (expf, not the fast intrinsic: the op is memory-bound), one rounding per
-// output. One 16-byte pack of 8 features per thread when F % 8 == 0 and pointers are aligned;
+// bf16 in/out, fp32 math, one rounding per output. sigmoid = rcp(1 + __expf(-x)): with the precise
+// expf and division the forward was compute-bound at SmolLM2 size (73% of copy bandwidth); the
+// fast forms are within 2 fp32 ulp, far below the bf16 output rounding. One 16-byte pack of 8 features per thread when F % 8 == 0 and pointers are aligned;
 // otherwise one element per thread. Backward reads gate_up (saved) instead of a saved silu
 // output, so nothing extra is stored.
 // Measured on H200 at 8192 tokens: see docs/bench/kernels-*.md (swiglu rows).
@@ -12,7 +13,7 @@
 namespace owlore {
 namespace swiglu_detail {
 
-static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+static __device__ __forceinline__ float sigmoidf_(float x) { return __frcp_rn(1.0f + __expf(-x)); }
 
 template <bool VEC>
 static __global__ void swiglu_forward_kernel(bf16* __restrict__ out, const bf16* __restrict__ gate_up, int N, int F) {
