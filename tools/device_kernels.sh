@@ -40,8 +40,10 @@ timeout ${T_TEST:-150} "$D/test_kernels_gpu" 2>&1 | tee "$OUT/test.log" | grep -
 fi
 echo "== bench"
 timeout ${T_BENCH:-100} "$D/bench_kernels" 2>&1 | tee "$OUT/bench.log"
+if [ "${SKIP_PEER:-0}" != 1 ]; then
 echo "== peer"
 PYTHONUNBUFFERED=1 timeout ${T_PEER:-100} python3 tools/bench_kernels_peer.py 2>&1 | tee "$OUT/peer.log"
+fi
 if [ "${SKIP_SAN:-0}" != 1 ]; then
 echo "== sanitizer (small shapes)"
 { echo "-- memcheck"; OWLORE_SMALL_SHAPES=1 timeout ${T_MEM:-90} compute-sanitizer --tool memcheck --leak-check no \
