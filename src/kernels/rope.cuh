@@ -9,8 +9,9 @@
 // Variant: no cos/sin table. A thread owns 8 consecutive frequencies of one row and rotates them
 // in a group of up to 4 heads, so each sincosf is amortized over 4 heads (8 precise sincosf per
 // 4 x 32 bytes loaded) and nothing but x itself is read (a table would add T x head_dim/2 x 8
-// bytes per call). The loads of the 4 heads are issued before the angles are computed: the first
-// version computed first and ran at 42% of copy bandwidth at SmolLM2 sizes (83% at LLaMA-2-7B).
+// bytes per call). Measured on H200, 8192 tokens: 83% of copy bandwidth at LLaMA-2-7B (76 us),
+// 42% at SmolLM2 (14 us, launch/tail-bound at 25 MB). A variant that issued the 4 heads' loads
+// before computing the angles was slower (70% / 38%: more registers, fewer warps).
 // Measured on H200 at 8192 tokens: see docs/bench/kernels-*.md (rope rows).
 #pragma once
 #include "kernels/common.cuh"
@@ -31,51 +32,34 @@ static __global__ void rope_kernel(bf16* out, const bf16* inp, int BT, int T, in
   const int64_t row = idx / per_row;
   const int i0 = (int)(idx % per_row) * W;
   const float pos = (float)(pos_offset + (int)(row % T));
+  float cs[W], sn[W];
+#pragma unroll
+  for (int j = 0; j < W; j++) {
+    const float inv_freq = 1.0f / powf(theta, (float)(2 * (i0 + j)) / (float)head_dim);
+    sincosf(pos * inv_freq, &sn[j], &cs[j]);
+    sn[j] *= sign;
+  }
   const int h0 = blockIdx.y * kHeadsPerThread;
-  if constexpr (VEC) {
-    // loads first (up to 4 heads x 2 packs in flight), then the angles, then rotate and store
-    Pack128<bf16> a[kHeadsPerThread], b[kHeadsPerThread];
 #pragma unroll
-    for (int hh = 0; hh < kHeadsPerThread; hh++) {
-      if (h0 + hh < n_heads) {
-        const int64_t base = row * row_stride + (int64_t)(h0 + hh) * head_dim + i0;
-        a[hh] = load128cs(inp + base);
-        b[hh] = load128cs(inp + base + half);
-      }
-    }
-    float cs[8], sn[8];
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      const float inv_freq = 1.0f / powf(theta, (float)(2 * (i0 + j)) / (float)head_dim);
-      sincosf(pos * inv_freq, &sn[j], &cs[j]);
-      sn[j] *= sign;
-    }
-#pragma unroll
-    for (int hh = 0; hh < kHeadsPerThread; hh++) {
-      if (h0 + hh >= n_heads) break;
-      const int64_t base = row * row_stride + (int64_t)(h0 + hh) * head_dim + i0;
+  for (int hh = 0; hh < kHeadsPerThread; hh++) {
+    const int h = h0 + hh;
+    if (h >= n_heads) break;
+    const int64_t base = row * row_stride + (int64_t)h * head_dim + i0;
+    if constexpr (VEC) {
+      const Pack128<bf16> a = load128cs(inp + base), b = load128cs(inp + base + half);
       Pack128<bf16> ya, yb;
 #pragma unroll
       for (int j = 0; j < 8; j++) {
-        const float x1 = __bfloat162float(a[hh][j]), x2 = __bfloat162float(b[hh][j]);
+        const float x1 = __bfloat162float(a[j]), x2 = __bfloat162float(b[j]);
         ya[j] = __float2bfloat16_rn(x1 * cs[j] - x2 * sn[j]);
         yb[j] = __float2bfloat16_rn(x2 * cs[j] + x1 * sn[j]);
       }
       store128(out + base, ya);
       store128(out + base + half, yb);
-    }
-  } else {
-    const float inv_freq = 1.0f / powf(theta, (float)(2 * i0) / (float)head_dim);
-    float cs, sn;
-    sincosf(pos * inv_freq, &sn, &cs);
-    sn *= sign;
-    for (int hh = 0; hh < kHeadsPerThread; hh++) {
-      const int h = h0 + hh;
-      if (h >= n_heads) break;
-      const int64_t base = row * row_stride + (int64_t)h * head_dim + i0;
+    } else {
       const float x1 = __bfloat162float(inp[base]), x2 = __bfloat162float(inp[base + half]);
-      out[base] = __float2bfloat16_rn(x1 * cs - x2 * sn);
-      out[base + half] = __float2bfloat16_rn(x2 * cs + x1 * sn);
+      out[base] = __float2bfloat16_rn(x1 * cs[0] - x2 * sn[0]);
+      out[base + half] = __float2bfloat16_rn(x2 * cs[0] + x1 * sn[0]);
     }
   }
 }
