@@ -4,7 +4,7 @@
 // cudaMemcpy bandwidth (bytes read + written) and a large cuBLAS bf16 GEMM (8192^3). GEMMs through
 // owlore's Matmul are also timed against the same raw cublasGemmEx call.
 // Build: tools/CMakeLists.txt target bench_kernels, or by hand:
-//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc tools/bench_kernels.cu -lcublasLt -lcublas -o bench_kernels
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Itools tools/bench_kernels.cu -lcublasLt -lcublas -o bench_kernels
 // Output: one markdown table on stdout (bytes counted are the fewest the op must move).
 #include <cublas_v2.h>
 
@@ -23,6 +23,7 @@
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
+#include "variants/rmsnorm_v2.cuh"
 
 using namespace owlore;
 
@@ -181,6 +182,16 @@ void bench_preset(const Preset& P, int N, Matmul& mm, cublasHandle_t cublas) {
     for (int s = 0; s < S; s++) CUDA_CHECK(cudaMemcpy(r[s], r[0], 4 * N, cudaMemcpyDeviceToDevice));
     ms = time_ms([&](int s) { rmsnorm_backward(res[s], dw, scratch, b2[s], x[s], w, r[s], N, C, 0); }, S);
     row_bw(M, "rmsnorm_backward (+fp32 dw)", shape, ms, bbytes, finite(res[0], NC));
+    // the previous variants (tools/variants/rmsnorm_v2.cuh), same buffers
+    ms = time_ms([&](int s) { owlore_v2::rmsnorm_forward(y[s], r[s], x[s], w, N, C, 1e-5f, 0); }, S);
+    row_bw(M, "rmsnorm_forward [v2: block/4 rows, no prefetch]", shape, ms, bytes, finite(y[0], NC));
+    ms = time_ms([&](int s) { owlore_v2::rmsnorm_residual_forward(res[s], y[s], r[s], x[s], b2[s], w, N, C, 1e-5f, 0); }, S);
+    row_bw(M, "rmsnorm_residual_forward [v2]", shape, ms, fbytes, finite(y[0], NC));
+    rmsnorm_forward(y[0], r[0], x[0], w, N, C, 1e-5f, 0);
+    for (int s = 0; s < S; s++) CUDA_CHECK(cudaMemcpy(r[s], r[0], 4 * N, cudaMemcpyDeviceToDevice));
+    float* scratch2 = alloc_f32(owlore_v2::rmsnorm_backward_scratch_floats(N, C));
+    ms = time_ms([&](int s) { owlore_v2::rmsnorm_backward(res[s], dw, scratch2, b2[s], x[s], w, r[s], N, C, 0); }, S);
+    row_bw(M, "rmsnorm_backward [v2: no prefetch]", shape, ms, bbytes, finite(res[0], NC));
     free_all();
   }
   // ---- residual

@@ -20,7 +20,7 @@ build() {
   $NVCC -c src/kernels/kernels_odr_check.cu -o $D/odr.o &
   for r in encoder rmsnorm residual swiglu rope adamw matmul lm_head_ce; do
     g++ -O2 -std=c++17 -I src -c src/kernels/ref/${r}_ref.cpp -o $D/ref_$r.o & done
-  $NVCC tools/bench_kernels.cu -o $D/bench_kernels -lcublasLt -lcublas &
+  $NVCC -I tools tools/bench_kernels.cu -o $D/bench_kernels -lcublasLt -lcublas &
   wait
   $NVCC $D/test_*.o $D/odr.o $D/ref_*.o $D/gtest-all.o $D/gtest_main.o -o $D/test_kernels_gpu -lcublasLt -lpthread
   git rev-parse --short HEAD > $D/COMMIT
@@ -54,7 +54,7 @@ echo "== sanitizer (small shapes)"
 fi
 if [ "${TRY_CMAKE:-0}" = 1 ]; then
   echo "== cmake + ctest -L gpu"
-  { timeout 60 cmake -S . -B build-kern/cm -G Ninja && timeout 240 ninja -C build-kern/cm -j16 \
+  { timeout 60 cmake -S . -B build-kern/cm -G Ninja && timeout ${T_NINJA:-120} ninja -C build-kern/cm -j16 \
       test_encoder_gpu test_rmsnorm_gpu test_elementwise_gpu test_adamw_gpu test_matmul_gpu &&
-    (cd build-kern/cm && timeout 200 ctest -L gpu -R 'Gpu\.' -E Attention --output-on-failure); } 2>&1 | tail -30 | tee "$OUT/cmake.log"
+    (cd build-kern/cm && timeout 100 ctest -L gpu -R 'Gpu\.' -E Attention --output-on-failure); } 2>&1 | tail -30 | tee "$OUT/cmake.log"
 fi
