@@ -133,6 +133,15 @@ std::vector<Real> CpuModel<Real>::last_logits(const Real* w) const {
 }
 
 template <typename Real>
+std::vector<Real> CpuModel<Real>::all_logits(const Real* w) const {
+  const ModelConfig& cfg = layout_.config;
+  const int64_t N = (int64_t)B_ * T_;
+  std::vector<Real> logits(N * cfg.vocab);
+  matmul_forward_ref(logits.data(), ln_f_.data(), w + layout_.lm_head, (int)N, cfg.d_model, cfg.vocab);
+  return logits;
+}
+
+template <typename Real>
 const std::vector<Real>& CpuModel<Real>::matrix_input(int layer, MatrixInput which) const {
   OWLORE_REQUIRE(layer >= 0 && layer < (int)acts_.size(), "CpuModel::matrix_input: layer ", layer,
                  " has no saved activations (run forward first; the model has ", layout_.config.n_layers, " layers)");

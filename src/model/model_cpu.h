@@ -42,6 +42,8 @@ class CpuModel {
   void backward(Real* grads, const Real* weights, const TrainMask& mask, Real loss_scale);
   // Logits of the last position of each sequence (for generation): (B, V).
   std::vector<Real> last_logits(const Real* weights) const;
+  // Logits of every position of the last forward (for reference fixtures): (B*T, V).
+  std::vector<Real> all_logits(const Real* weights) const;
   // The saved input of one matrix group of `layer` from the last forward, (B*T, in_features).
   const std::vector<Real>& matrix_input(int layer, MatrixInput which) const;
 
