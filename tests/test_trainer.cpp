@@ -115,3 +115,71 @@ TEST(Trainer, BadOptionsNameTheProblem) {
   x = o, x.preset = "llama-9000";
   EXPECT_NE(message(x).find("unknown preset 'llama-9000'"), std::string::npos) << message(x);
 }
+
+namespace {
+TrainOptions small_run(const std::string& method, const std::string& name) {
+  TrainOptions o;
+  o.preset = "tiny";
+  o.data_path = shakespeare();
+  o.out_dir = temp_dir(name);
+  o.method = method;
+  o.steps = 100;
+  o.batch = 4;
+  o.seq = 32;
+  o.val_every = 0;
+  o.log_every = 50;
+  o.gamma = 2;
+  o.period = 10;
+  o.outlier_samples = 8;
+  o.outlier_seq = 32;
+  o.rank = 8;
+  o.proj_gap = 20;
+  return o;
+}
+}  // namespace
+
+class SampledMethods : public ::testing::TestWithParam<const char*> {};
+TEST_P(SampledMethods, LossFallsOnShakespeare) {
+  const TrainOptions o = small_run(GetParam(), std::string("method_") + GetParam());
+  const TrainResult r = run_training(o);
+  const double first = mean(r.train_losses, 0, 10), last = mean(r.train_losses, 90, 100);
+  EXPECT_LT(last, first - 1.0) << GetParam() << ": training loss " << first << " -> " << last;
+  EXPECT_LT(r.last_val_loss, r.first_val_loss - 1.0) << GetParam() << ": validation loss " << r.first_val_loss
+                                                      << " -> " << r.last_val_loss;
+  // Sampled methods log the active layers, exactly gamma of them, on every step.
+  if (std::string(GetParam()) != "galore") {
+    std::ifstream file(o.out_dir + "/metrics.jsonl");
+    std::string line;
+    std::getline(file, line);  // step 0
+    while (std::getline(file, line)) {
+      const auto record = nlohmann::json::parse(line);
+      ASSERT_TRUE(record.contains("active_layers")) << line;
+      EXPECT_EQ(record["active_layers"].size(), 2u) << line;
+    }
+  }
+  std::filesystem::remove_all(o.out_dir);
+}
+INSTANTIATE_TEST_SUITE_P(Methods, SampledMethods, ::testing::Values("lisa", "ows", "owlore", "galore"));
+
+TEST(Trainer, LisaWithEveryLayerEveryStepIsFull) {
+  // gamma = all layers, K = 1: the sampler always picks everything, so the trajectory is full's.
+  TrainOptions full = small_run("full", "lisa_all_full"), lisa = small_run("lisa", "lisa_all_lisa");
+  full.steps = lisa.steps = 12;
+  lisa.gamma = 3, lisa.period = 1;
+  const TrainResult a = run_training(full), b = run_training(lisa);
+  for (int i = 0; i < 12; i++) EXPECT_EQ(a.train_losses[i], b.train_losses[i]) << "step " << i + 1;
+  EXPECT_EQ(a.last_val_loss, b.last_val_loss);
+  std::filesystem::remove_all(full.out_dir);
+  std::filesystem::remove_all(lisa.out_dir);
+}
+
+TEST(Trainer, SampledMethodsRejectImpossibleGamma) {
+  TrainOptions o = small_run("lisa", "bad_gamma");
+  o.gamma = 4;  // tiny has 3 decoder layers
+  try {
+    run_training(o);
+    FAIL() << "gamma 4 of 3 layers accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--gamma 4 exceeds"), std::string::npos) << e.what();
+  }
+}

@@ -24,6 +24,12 @@ void CpuAdamW::step(float* weights, const float* grads, const TrainMask& mask, f
   }
 }
 
+void CpuAdamW::release_untrained(const TrainMask& mask) {
+  state_.resize(layout_.tensors.size());
+  for (size_t i = 0; i < layout_.tensors.size(); i++)
+    if (!tensor_trains(layout_, layout_.tensors[i], mask)) state_[i] = TensorState{};
+}
+
 int64_t CpuAdamW::state_bytes() const {
   int64_t bytes = 0;
   for (const TensorState& s : state_) bytes += (int64_t)(s.m.size() + s.v.size()) * sizeof(float);

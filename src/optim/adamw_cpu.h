@@ -21,6 +21,9 @@ class CpuAdamW {
   // Updates every tensor `mask` trains with its gradient times grad_scale (the clip factor).
   // Moments of a tensor are created zeroed the first time it trains; its step count is its own.
   void step(float* weights, const float* grads, const TrainMask& mask, float lr, float grad_scale);
+  // Frees the moments of every tensor mask does not train (DESIGN.md §2, state policy "drop": a
+  // layer that leaves the active set starts fresh when it comes back).
+  void release_untrained(const TrainMask& mask);
   // Bytes of moment state currently held.
   int64_t state_bytes() const;
 

@@ -10,13 +10,17 @@
 
 #include "model/layout.h"
 #include "model/model_cpu.h"
+#include "optim/galore_cpu.h"
 
 namespace owlore {
 
 struct OptimizerOptions {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   std::string moments = "fp32";  // GPU: fp32 or bf16 full-rank Adam moments
-  uint64_t seed = 0;             // stochastic rounding of bf16 updates
+  uint64_t seed = 0;             // stochastic rounding of bf16 updates, randomized projectors
+  // GaLore-Adam (DESIGN.md §1) for the 2-D matrices of trained decoder layers; AdamW for the rest.
+  bool galore = false;
+  GaloreConfig galore_config;
 };
 
 struct MemoryReport {

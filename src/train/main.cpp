@@ -60,6 +60,22 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   train->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
   train->add_option("--save-dtype", o.save_dtype, "checkpoint weights: bf16 or f32")->capture_default_str();
+  train->add_option("--gamma", o.gamma, "lisa/ows/owlore: decoder layers trained at once")->capture_default_str();
+  train->add_option("--period", o.period, "lisa/ows/owlore: steps between re-samplings (K)")->capture_default_str();
+  train->add_flag("--freeze-embeddings", o.freeze_embeddings, "embedding, final norm and LM head frozen too");
+  train->add_option("--outliers", o.outliers_path, "ows/owlore: layerwise outlier file (default: computed, cached in --out)");
+  train->add_option("--outlier-threshold", o.outlier_threshold, "outlier score threshold M (x mean)")
+      ->capture_default_str();
+  train->add_option("--outlier-samples", o.outlier_samples, "calibration sequences for the outlier scores")
+      ->capture_default_str();
+  train->add_option("--outlier-seq", o.outlier_seq, "calibration tokens per sequence (at most --seq)")
+      ->capture_default_str();
+  train->add_option("--rank", o.rank, "owlore/galore: projection rank r")->capture_default_str();
+  train->add_option("--proj-gap", o.proj_gap, "owlore/galore: projector refresh every T of a matrix's steps")
+      ->capture_default_str();
+  train->add_option("--galore-scale", o.galore_scale, "owlore/galore: update scale alpha")->capture_default_str();
+  train->add_option("--projector", o.projector, "owlore/galore: exact (SVD) or fast (randomized range finder)")
+      ->capture_default_str();
   train->callback([&o] { run_training(o); });
 }
 

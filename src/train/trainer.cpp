@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <numeric>
 
 #include <nvtx3/nvToolsExt.h>
 
@@ -19,6 +20,8 @@
 #include "model/memory_plan.h"
 #include "model/model_cpu.h"
 #include "optim/adamw_cpu.h"
+#include "optim/outliers.h"
+#include "optim/sampler.h"
 #include "train/backend.h"
 #include "train/flops.h"
 #include "train/metrics.h"
@@ -50,14 +53,22 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.save_dtype == "bf16" || o.save_dtype == "f32", "--save-dtype must be bf16 or f32, got '",
                  o.save_dtype, "'");
   OWLORE_REQUIRE(o.lm_head_chunk_tokens >= 1, "--lm-head-chunk must be >= 1, got ", o.lm_head_chunk_tokens);
+  OWLORE_REQUIRE(o.gamma >= 1, "--gamma must be >= 1, got ", o.gamma);
+  OWLORE_REQUIRE(o.period >= 1, "--period must be >= 1, got ", o.period);
+  OWLORE_REQUIRE(o.rank >= 1, "--rank must be >= 1, got ", o.rank);
+  OWLORE_REQUIRE(o.proj_gap >= 1, "--proj-gap must be >= 1, got ", o.proj_gap);
+  OWLORE_REQUIRE(o.projector == "exact" || o.projector == "fast", "--projector must be exact or fast, got '",
+                 o.projector, "'");
+  OWLORE_REQUIRE(o.outlier_threshold > 0, "--outlier-threshold must be > 0, got ", o.outlier_threshold);
+  OWLORE_REQUIRE(!((o.method == "owlore" || o.method == "galore") && o.device == "cuda"),
+                 "--method ", o.method, " --device cuda: GaLore on the GPU is not built yet (use --device cpu, or "
+                 "--method ows for outlier-weighted sampling with full-rank Adam)");
 }
 
 }  // namespace
 
 void check_method(const std::string& method) {
-  if (method == "full") return;
-  if (method == "lisa" || method == "owlore" || method == "ows" || method == "galore")
-    fail("--method ", method, ": not available yet in this build (only 'full' is)");
+  if (method == "full" || method == "lisa" || method == "owlore" || method == "ows" || method == "galore") return;
   fail("--method: unknown method '", method, "' (expected full, lisa, owlore, ows or galore)");
 }
 
@@ -89,6 +100,31 @@ Dataset load_training_data(const TrainOptions& o, const ModelConfig& config, con
   return data;
 }
 
+// The layerwise outlier distribution for owlore/ows: read from --outliers, else computed on the
+// CPU from calibration rows of the training data and cached beside the metrics.
+std::vector<double> outlier_distribution(const TrainOptions& o, const ModelLayout& layout,
+                                         const std::vector<float>& weights, const Dataset& data) {
+  if (!o.outliers_path.empty()) return read_outlier_file(o.outliers_path, layout.config.n_layers).D;
+  OWLORE_REQUIRE(o.device == "cpu", "--method ", o.method, " --device cuda needs --outliers FILE (write it with "
+                 "`owlore outliers --model M --data D -o FILE`)");
+  const int seq = std::min(o.outlier_seq, data.train.row_len - 1);
+  const int n = (int)std::min<int64_t>(o.outlier_samples, data.train.count());
+  std::vector<int32_t> tokens((int64_t)n * seq);
+  for (int r = 0; r < n; r++)
+    std::copy_n(data.train.tokens.begin() + (int64_t)r * data.train.row_len, seq, tokens.begin() + (int64_t)r * seq);
+  OutlierOptions options;
+  options.threshold = o.outlier_threshold;
+  std::vector<double> D = compute_outlier_distribution(layout, weights.data(), tokens.data(), n, seq, options);
+  write_outlier_file(o.out_dir + "/outliers.json", D, OutlierMetadata{layout.config.name, o.outlier_threshold, n, seq});
+  return D;
+}
+
+std::string join_ints(const std::vector<int>& v) {
+  std::string s;
+  for (int x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
 }  // namespace
 
 TrainResult run_training(const TrainOptions& o) {
@@ -104,12 +140,42 @@ TrainResult run_training(const TrainOptions& o) {
   std::filesystem::create_directories(o.out_dir);
   MetricsLog metrics(o.out_dir + "/metrics.jsonl", false);
 
+  // Which decoder layers train: all (full, galore) or a sampled few (lisa, ows, owlore).
+  const bool sampled = o.method == "lisa" || o.method == "ows" || o.method == "owlore";
+  OWLORE_REQUIRE(!sampled || o.gamma <= config.n_layers, "--gamma ", o.gamma, " exceeds the model's ", config.n_layers,
+                 " decoder layers");
+  std::unique_ptr<LayerSampler> sampler;
+  if (o.method == "lisa") {
+    sampler = std::make_unique<LayerSampler>(LayerSampler::uniform(config.n_layers, o.gamma, o.period, o.seed));
+  } else if (sampled) {
+    const std::vector<double> D = outlier_distribution(o, layout, loaded.weights, data);
+    const std::vector<double> weights = outlier_sampling_weights(D);
+    const std::vector<double> inclusion = exact_inclusion_probabilities(weights, o.gamma);
+    std::string table = "layerwise outlier ratio D (%) and inclusion probability per layer:\n";
+    const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
+    for (int l = 0; l < config.n_layers; l++) {
+      char row[96];
+      std::snprintf(row, sizeof row, "  layer %2d  D %7.4f  p %.4f  P(in sample) %.4f\n", l, D[l], weights[l] / total,
+                    inclusion[l]);
+      table += row;
+    }
+    std::printf("%s", table.c_str());
+    sampler = std::make_unique<LayerSampler>(LayerSampler::weighted(weights, o.gamma, o.period, o.seed));
+  }
+  TrainMask mask = TrainMask::all(config.n_layers);
+  if (sampler) mask.layers.assign(config.n_layers, false);
+  if (o.freeze_embeddings) mask.embedding = mask.head = false;
+
   OptimizerOptions optim{o.beta1, o.beta2, o.eps, o.weight_decay, o.moments, o.seed};
+  optim.galore = o.method == "owlore" || o.method == "galore";
+  optim.galore_config.rank = o.rank;
+  optim.galore_config.proj_gap = o.proj_gap;
+  optim.galore_config.scale = o.galore_scale;
+  optim.galore_config.mode = o.projector == "fast" ? ProjectorMode::fast : ProjectorMode::exact;
   std::unique_ptr<TrainBackend> backend =
       o.device == "cpu" ? make_cpu_backend(layout, loaded.weights, optim)
-                        : make_gpu_backend(layout, loaded.weights, optim, o.batch, o.seq, config.n_layers,
-                                           o.lm_head_chunk_tokens);
-  const TrainMask mask = TrainMask::all(config.n_layers);
+                        : make_gpu_backend(layout, loaded.weights, optim, o.batch, o.seq,
+                                           sampler ? o.gamma : config.n_layers, o.lm_head_chunk_tokens);
   backend->set_mask(mask);
   LrSchedule schedule{o.lr, o.min_lr_ratio, o.warmup_steps >= 0 ? o.warmup_steps : o.steps / 20, o.steps};
 
@@ -157,6 +223,14 @@ TrainResult run_training(const TrainOptions& o) {
     nvtxRangePushA(("step " + std::to_string(step)).c_str());  // Nsight: one range per step
     const auto step_start = Clock::now();
     const float lr = schedule.at(step);
+    if (sampler && sampler->resamples_at(step)) {
+      const std::vector<int>& active = sampler->sample(step);
+      mask.layers.assign(config.n_layers, false);
+      for (int l : active) mask.layers[l] = true;
+      backend->set_mask(mask);
+      if (step == 1 || o.log_every <= o.period) progress.line("step " + std::to_string(step) + " | training layers " +
+                                                              join_ints(active));
+    }
     // All micro-batches first: the loss is the mean over every kept target of the whole
     // accumulated batch, so accumulation equals one large batch of the same tokens.
     int64_t kept_total = 0;
@@ -194,6 +268,7 @@ TrainResult run_training(const TrainOptions& o) {
                              {"elapsed_s", elapsed},
                              {"memory_bytes", memory.in_use_bytes},
                              {"peak_memory_bytes", memory.peak_bytes}};
+    if (sampler) record["active_layers"] = sampler->current;
     progress.step(step, loss, lr, tokens_per_s, elapsed);
     if ((o.val_every > 0 && step % o.val_every == 0) || step == o.steps) {
       result.last_val_loss = validation_loss();

@@ -39,6 +39,19 @@ struct TrainOptions {
   int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
   int save_every = 0;                // write a checkpoint every N steps (0: only at the end)
   std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
+  // layerwise sampling (lisa, ows, owlore; DESIGN.md §1)
+  int gamma = 5;                     // decoder layers trained at once
+  int period = 50;                   // K: steps between re-samplings
+  bool freeze_embeddings = false;    // embedding, final norm and head frozen too
+  std::string outliers_path;         // D file (owlore outliers); computed and cached when empty
+  double outlier_threshold = 13.0;   // M
+  int outlier_samples = 128;         // calibration sequences (fewer if the data has fewer)
+  int outlier_seq = 2048;            // calibration tokens per sequence (clamped to --seq)
+  // GaLore (owlore, galore)
+  int rank = 256;
+  int proj_gap = 100;
+  float galore_scale = 1.0f;
+  std::string projector = "exact";   // exact or fast
 };
 
 struct TrainResult {
