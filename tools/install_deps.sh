@@ -2,7 +2,7 @@
 # Installs what the build needs from Debian's packages (the CUDA toolkit is expected at
 # /usr/local/cuda: nvcc 13 with cuBLASLt, cuSOLVER and the NVTX3 headers).
 set -euo pipefail
-packages=(cmake ninja-build g++ ccache pkg-config nlohmann-json3-dev libcli11-dev libpcre2-dev libgtest-dev libeigen3-dev python3)
+packages=(cmake ninja-build g++ ccache pkg-config nlohmann-json3-dev libcli11-dev libpcre2-dev libgtest-dev libeigen3-dev python3 unzip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
