@@ -23,7 +23,7 @@
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
-#include "variants/rmsnorm_v2.cuh"
+#include "variants/rmsnorm_persistent.cuh"
 
 using namespace owlore;
 
@@ -182,16 +182,16 @@ void bench_preset(const Preset& P, int N, Matmul& mm, cublasHandle_t cublas) {
     for (int s = 0; s < S; s++) CUDA_CHECK(cudaMemcpy(r[s], r[0], 4 * N, cudaMemcpyDeviceToDevice));
     ms = time_ms([&](int s) { rmsnorm_backward(res[s], dw, scratch, b2[s], x[s], w, r[s], N, C, 0); }, S);
     row_bw(M, "rmsnorm_backward (+fp32 dw)", shape, ms, bbytes, finite(res[0], NC));
-    // the previous variants (tools/variants/rmsnorm_v2.cuh), same buffers
-    ms = time_ms([&](int s) { owlore_v2::rmsnorm_forward(y[s], r[s], x[s], w, N, C, 1e-5f, 0); }, S);
-    row_bw(M, "rmsnorm_forward [v2: block/4 rows, no prefetch]", shape, ms, bytes, finite(y[0], NC));
-    ms = time_ms([&](int s) { owlore_v2::rmsnorm_residual_forward(res[s], y[s], r[s], x[s], b2[s], w, N, C, 1e-5f, 0); }, S);
-    row_bw(M, "rmsnorm_residual_forward [v2]", shape, ms, fbytes, finite(y[0], NC));
+    // the rejected persistent/prefetch variant (tools/variants/rmsnorm_persistent.cuh), same buffers
+    ms = time_ms([&](int s) { owlore_variant::rmsnorm_forward(y[s], r[s], x[s], w, N, C, 1e-5f, 0); }, S);
+    row_bw(M, "rmsnorm_forward [variant: persistent+prefetch]", shape, ms, bytes, finite(y[0], NC));
+    ms = time_ms([&](int s) { owlore_variant::rmsnorm_residual_forward(res[s], y[s], r[s], x[s], b2[s], w, N, C, 1e-5f, 0); }, S);
+    row_bw(M, "rmsnorm_residual_forward [variant]", shape, ms, fbytes, finite(y[0], NC));
     rmsnorm_forward(y[0], r[0], x[0], w, N, C, 1e-5f, 0);
     for (int s = 0; s < S; s++) CUDA_CHECK(cudaMemcpy(r[s], r[0], 4 * N, cudaMemcpyDeviceToDevice));
-    float* scratch2 = alloc_f32(owlore_v2::rmsnorm_backward_scratch_floats(N, C));
-    ms = time_ms([&](int s) { owlore_v2::rmsnorm_backward(res[s], dw, scratch2, b2[s], x[s], w, r[s], N, C, 0); }, S);
-    row_bw(M, "rmsnorm_backward [v2: no prefetch]", shape, ms, bbytes, finite(res[0], NC));
+    float* scratch2 = alloc_f32(owlore_variant::rmsnorm_backward_scratch_floats(N, C));
+    ms = time_ms([&](int s) { owlore_variant::rmsnorm_backward(res[s], dw, scratch2, b2[s], x[s], w, r[s], N, C, 0); }, S);
+    row_bw(M, "rmsnorm_backward [variant: prefetch]", shape, ms, bbytes, finite(res[0], NC));
     free_all();
   }
   // ---- residual

@@ -5,29 +5,31 @@
 //   backward: dx = (r*g)*w - (r^3/C * sum_c g*w*x) * x;  dw += sum_n (g*x)*r
 // Precision: bf16 tensors, fp32 math and reductions, rstd fp32.
 // Variants that were chosen (H200, 8192 tokens, first device run -> this one):
-//  - forward: one block per 4 rows, one 16-byte pack per thread (C/8 threads), 4 independent
-//    loads in flight per thread, one block reduction for the 4 rows; x is read once. The first
-//    version (one warp per row, row cached in registers) used 158 registers at C=4096 and ran at
-//    34% of copy bandwidth (91 us); see docs/bench/kernels-*.md for this one. C % 8 != 0 or
-//    C > 8192 take a scalar two-pass warp-per-row path.
+//  - forward: persistent blocks over groups of R rows (R=2 for C<=4096, else 1; R=4 needed 116+ registers),
+//    one 16-byte pack per thread (C/8 threads), the next group's loads in flight across this
+//    group's block reduction; x is read once. Earlier versions on H200 at C=4096: one warp per row
+//    with the row cached in registers (158 registers) 34% of copy bandwidth (91 us); one block per 4
+//    rows without prefetch 55% (57 us); this one: docs/bench/kernels-*.md. C % 8 != 0 or C > 8192
+//    take a scalar two-pass warp-per-row path.
 //  - backward: each thread owns 8 fixed columns for the whole kernel, a block walks R=4 rows at a
-//    time (one block reduction for the R dot products), so dw is accumulated in registers without
+//    time (one block reduction for the R dot products, the next R rows' loads already in flight), so dw is accumulated in registers without
 //    atomics; per-block partials (scratch, fp32, <= 512 x C) are then summed in a fixed order by a
 //    32x8-thread reduction kernel: deterministic, and the grid depends only on (N, C), so results
 //    are the same on every card. The first version summed partials with one thread per column
 //    (latency-bound: 47 us at 8192x576, 14% of copy bandwidth).
-//    C in (2048, 4096]: R=2 (2 blocks of 512 threads per SM, <= 64 registers; R=4 needed 116);
-//    C in (4096, 8192]: R=1 and 1024 threads (register cap); odd C needs C <= 1024.
+//    C > 2048: R=1 (61 registers, 2 blocks of 512 threads per SM at C=4096; R=4 needs 128 and R=2
+//    spills under a 64-register cap); odd C needs C <= 1024. Before the prefetch: 54% at C=4096.
 // Measured on H200 at 8192 tokens: see docs/bench/kernels-*.md (rmsnorm rows).
 #pragma once
-// Copy of src/kernels/rmsnorm.cuh at 7e4c6b5 (second H200 run), in namespace owlore_v2: the
-// benchmark times it beside the current kernels (the variant that chose the current one).
+// Rejected variant, kept for the benchmark: src/kernels/rmsnorm.cuh at cf2152e (persistent blocks,
+// next rows prefetched across the block reduction), in namespace owlore_variant. On H200 it was
+// slower than the kept kernels (see docs/bench/kernels-h200-2026-11-28.md).
 #include <algorithm>
 #include <cstddef>
 
 #include "kernels/common.cuh"
 
-namespace owlore_v2 {
+namespace owlore_variant {
 using namespace owlore;
 namespace rmsnorm_detail {
 
@@ -58,58 +60,88 @@ static __global__ void rmsnorm_forward_scalar_kernel(bf16* __restrict__ out, flo
     out[base + c] = __float2bfloat16_rn(__bfloat162float(x[base + c]) * r * __bfloat162float(weight[c]));
 }
 
-// One block per R rows, one 16-byte pack (8 columns) per thread (blockDim.x >= C/8): R independent
-// loads in flight per thread and one block reduction for the R rows.
+// Persistent blocks walk groups of R rows (grid-stride); one 16-byte pack (8 columns) per thread
+// (blockDim.x >= C/8). The next group's loads are issued before this group's block reduction, so
+// they stay in flight across the barrier (a barrier does not wait for outstanding loads); the
+// reduction buffer is double-buffered so one barrier per group suffices.
 template <int R, bool FUSED>
 static __global__ void __launch_bounds__(R == 1 ? 1024 : 512)
     rmsnorm_forward_block_kernel(bf16* __restrict__ out, float* __restrict__ rstd, bf16* residual_out, const bf16* a,
                                  const bf16* __restrict__ b, const bf16* __restrict__ weight, int N, int C, float eps) {
-  __shared__ float red[R][32];
+  __shared__ float red[2][R][32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   const int c = threadIdx.x * 8;
   const bool active = c < C;
-  const int64_t row0 = (int64_t)blockIdx.x * R;
-  Pack128<bf16> x[R];
-  float ss[R];
+  const int64_t n_groups = (N + R - 1) / R;
+  Pack128<bf16> xa[R], xb[R];
+  auto load_group = [&](int64_t grp) {
 #pragma unroll
-  for (int r = 0; r < R; r++) {
-    ss[r] = 0.0f;
-    if (active && row0 + r < N) {
-      const int64_t off = (row0 + r) * C + c;
-      x[r] = load128cs(a + off);
-      if constexpr (FUSED) {
-        const Pack128<bf16> y = load128cs(b + off);
-#pragma unroll
-        for (int j = 0; j < 8; j++) x[r][j] = __float2bfloat16_rn(__bfloat162float(x[r][j]) + __bfloat162float(y[j]));
-        store128(residual_out + off, x[r]);
-      }
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        const float f = __bfloat162float(x[r][j]);
-        ss[r] += f * f;
+    for (int r = 0; r < R; r++) {
+      const int64_t n = grp * R + r;
+      if (active && n < N) {
+        xa[r] = load128cs(a + n * C + c);
+        if constexpr (FUSED) xb[r] = load128cs(b + n * C + c);
       }
     }
-  }
+  };
+  Pack128<bf16> w;
+  if (active) w = load128(weight + c);
+  int64_t grp = blockIdx.x;
+  if (grp < n_groups) load_group(grp);
+  for (int buf = 0; grp < n_groups; grp += gridDim.x, buf ^= 1) {
+    Pack128<bf16> x[R];
+    float ss[R];
 #pragma unroll
-  for (int r = 0; r < R; r++) {
-    const float t = warp_reduce_sum(ss[r]);
-    if (lane == 0) red[r][warp] = t;
-  }
-  __syncthreads();
-  if (!active) return;
-  const Pack128<bf16> w = load128(weight + c);
+    for (int r = 0; r < R; r++) {
+      const int64_t n = grp * R + r;
+      ss[r] = 0.0f;
+      if (active && n < N) {
+        x[r] = xa[r];
+        if constexpr (FUSED) {
 #pragma unroll
-  for (int r = 0; r < R; r++) {
-    if (row0 + r >= N) break;
-    float t = 0.0f;
-    for (int i = 0; i < n_warps; i++) t += red[r][i];
-    const float rs = 1.0f / sqrtf(t / (float)C + eps);
-    if (threadIdx.x == 0) rstd[row0 + r] = rs;
-    Pack128<bf16> y;
+          for (int j = 0; j < 8; j++)
+            x[r][j] = __float2bfloat16_rn(__bfloat162float(xa[r][j]) + __bfloat162float(xb[r][j]));
+          store128(residual_out + n * C + c, x[r]);
+        }
 #pragma unroll
-    for (int j = 0; j < 8; j++) y[j] = __float2bfloat16_rn(__bfloat162float(x[r][j]) * rs * __bfloat162float(w[j]));
-    store128cs(out + (row0 + r) * C + c, y);
+        for (int j = 0; j < 8; j++) {
+          const float f = __bfloat162float(x[r][j]);
+          ss[r] += f * f;
+        }
+      }
+    }
+    if (grp + gridDim.x < n_groups) load_group(grp + gridDim.x);  // prefetch the next group
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const float t = warp_reduce_sum(ss[r]);
+      if (lane == 0) red[buf][r][warp] = t;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int64_t n = grp * R + r;
+      if (n >= N) break;
+      float t = 0.0f;
+      for (int i = 0; i < n_warps; i++) t += red[buf][r][i];
+      const float rs = 1.0f / sqrtf(t / (float)C + eps);
+      if (threadIdx.x == 0) rstd[n] = rs;
+      if (!active) continue;
+      Pack128<bf16> y;
+#pragma unroll
+      for (int j = 0; j < 8; j++) y[j] = __float2bfloat16_rn(__bfloat162float(x[r][j]) * rs * __bfloat162float(w[j]));
+      store128cs(out + n * C + c, y);
+    }
   }
+}
+
+// Persistent grid: as many blocks as fit on the device at once (at most one per row group).
+template <typename Kernel>
+inline int persistent_blocks(Kernel kernel, int threads, int64_t groups) {
+  int device = 0, sms = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
+  return (int)std::max<int64_t>(1, std::min<int64_t>(groups, (int64_t)sms * std::max(per_sm, 1)));
 }
 
 template <bool FUSED>
@@ -123,11 +155,13 @@ inline void forward_dispatch(bf16* out, float* rstd, bf16* residual_out, const b
     rmsnorm_forward_scalar_kernel<FUSED><<<grid, threads, 0, stream>>>(out, rstd, residual_out, a, b, weight, N, C, eps);
   } else {
     const int block = std::max(32, ((C / 8 + 31) / 32) * 32);
-    if (block <= 512)
-      rmsnorm_forward_block_kernel<4, FUSED><<<ceil_div(N, 4), block, 0, stream>>>(out, rstd, residual_out, a, b,
-                                                                                   weight, N, C, eps);
-    else
-      rmsnorm_forward_block_kernel<1, FUSED><<<N, block, 0, stream>>>(out, rstd, residual_out, a, b, weight, N, C, eps);
+    if (block <= 512) {
+      auto k = rmsnorm_forward_block_kernel<2, FUSED>;
+      k<<<persistent_blocks(k, block, ceil_div(N, 2)), block, 0, stream>>>(out, rstd, residual_out, a, b, weight, N, C, eps);
+    } else {
+      auto k = rmsnorm_forward_block_kernel<1, FUSED>;
+      k<<<persistent_blocks(k, block, N), block, 0, stream>>>(out, rstd, residual_out, a, b, weight, N, C, eps);
+    }
   }
   CUDA_CHECK_LAUNCH();
 }
@@ -136,11 +170,11 @@ constexpr int kBackwardRows = 4;  // rows per block iteration (one block reducti
 
 // W contiguous columns per thread (8: vector path, 1: scalar path); blockDim.x >= C / W.
 template <int W, int R>
-static __global__ void __launch_bounds__(R == 1 ? 1024 : 512, R == 2 ? 2 : 1) rmsnorm_backward_kernel(bf16* dinp, float* __restrict__ partial /*(gridDim.x, C) or null*/,
+static __global__ void __launch_bounds__(R == 1 ? 1024 : 512) rmsnorm_backward_kernel(bf16* dinp, float* __restrict__ partial /*(gridDim.x, C) or null*/,
                                                const bf16* dout, const bf16* __restrict__ inp,
                                                const bf16* __restrict__ weight, const float* __restrict__ rstd,
                                                int N, int C) {
-  __shared__ float red[R][32];
+  __shared__ float red[2][R][32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   const int c0 = threadIdx.x * W;
   const bool active = c0 < C;
@@ -150,8 +184,27 @@ static __global__ void __launch_bounds__(R == 1 ? 1024 : 512, R == 2 ? 2 : 1) rm
     w[j] = active ? __bfloat162float(weight[c0 + j]) : 0.0f;
     dw[j] = 0.0f;
   }
-  for (int64_t row0 = (int64_t)blockIdx.x * R; row0 < N; row0 += (int64_t)gridDim.x * R) {
-    // the rows stay in registers as bf16 (4 registers per 8 columns), converted where used
+  // rows stay in registers as bf16 (4 registers per 8 columns); the next group's loads are issued
+  // before this group's block reduction (a barrier does not wait for outstanding loads)
+  Pack128<bf16> gn[R], xn[R];
+  auto load_group = [&](int64_t first) {
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const int64_t n = first + r;
+      if (n < N && active) {
+        if constexpr (W == 8) {
+          gn[r] = load128cs(dout + n * C + c0);
+          xn[r] = load128cs(inp + n * C + c0);
+        } else {
+          gn[r][0] = dout[n * C + c0];
+          xn[r][0] = inp[n * C + c0];
+        }
+      }
+    }
+  };
+  if ((int64_t)blockIdx.x * R < N) load_group((int64_t)blockIdx.x * R);
+  int buf = 0;
+  for (int64_t row0 = (int64_t)blockIdx.x * R; row0 < N; row0 += (int64_t)gridDim.x * R, buf ^= 1) {
     Pack128<bf16> gv[R], xv[R];
     float dot[R];
 #pragma unroll
@@ -159,13 +212,8 @@ static __global__ void __launch_bounds__(R == 1 ? 1024 : 512, R == 2 ? 2 : 1) rm
       const int64_t n = row0 + r;
       dot[r] = 0.0f;
       if (n < N && active) {
-        if constexpr (W == 8) {
-          gv[r] = load128cs(dout + n * C + c0);
-          xv[r] = load128cs(inp + n * C + c0);
-        } else {
-          gv[r][0] = dout[n * C + c0];
-          xv[r][0] = inp[n * C + c0];
-        }
+        gv[r] = gn[r];
+        xv[r] = xn[r];
       } else {
 #pragma unroll
         for (int j = 0; j < W; j++) gv[r][j] = xv[r][j] = __float2bfloat16_rn(0.0f);
@@ -173,18 +221,18 @@ static __global__ void __launch_bounds__(R == 1 ? 1024 : 512, R == 2 ? 2 : 1) rm
 #pragma unroll
       for (int j = 0; j < W; j++) dot[r] += __bfloat162float(gv[r][j]) * w[j] * __bfloat162float(xv[r][j]);
     }
-    // block reduction of the R dot products; every thread gets the sums
-    __syncthreads();  // red[] of the previous iteration has been read
+    if (row0 + (int64_t)gridDim.x * R < N) load_group(row0 + (int64_t)gridDim.x * R);
+    // block reduction of the R dot products (red double-buffered: one barrier per group)
 #pragma unroll
     for (int r = 0; r < R; r++) {
       const float s = warp_reduce_sum(dot[r]);
-      if (lane == 0) red[r][warp] = s;
+      if (lane == 0) red[buf][r][warp] = s;
     }
     __syncthreads();
 #pragma unroll
     for (int r = 0; r < R; r++) {
       float s = 0.0f;
-      for (int i = 0; i < n_warps; i++) s += red[r][i];
+      for (int i = 0; i < n_warps; i++) s += red[buf][r][i];
       dot[r] = s;
     }
 #pragma unroll
@@ -246,7 +294,7 @@ inline BackwardPlan backward_plan(int N, int C) {
   BackwardPlan p;
   p.width = (C % 8 == 0) ? 8 : 1;
   p.threads = std::max(32, ((ceil_div(C, p.width) + 31) / 32) * 32);
-  const int rows = p.threads > 512 ? 1 : p.threads > 256 ? 2 : kBackwardRows;
+  const int rows = p.threads > 256 ? 1 : kBackwardRows;
   const int max_blocks = std::min(512, std::max(1, 262144 / p.threads));
   p.blocks = std::max(1, std::min(ceil_div(N, rows), max_blocks));
   return p;
@@ -266,10 +314,8 @@ inline void backward_impl(bf16* dinp, TW* dweight, float* scratch, const bf16* d
   }
   KERNEL_REQUIRE(p.threads <= 1024, "rmsnorm_backward", "C must be <= 8192 (C % 8 == 0, aligned) or <= 1024");
   float* partial = dweight ? scratch : nullptr;
-  if (p.width == 8 && p.threads > 512)
+  if (p.width == 8 && p.threads > 256)  // R=1 (with the prefetch, 2 rows in flight): <= 64 registers
     rmsnorm_backward_kernel<8, 1><<<p.blocks, p.threads, 0, stream>>>(dinp, partial, dout, inp, weight, rstd, N, C);
-  else if (p.width == 8 && p.threads > 256)  // R=2 keeps 2 blocks of 512 per SM (<= 64 registers)
-    rmsnorm_backward_kernel<8, 2><<<p.blocks, p.threads, 0, stream>>>(dinp, partial, dout, inp, weight, rstd, N, C);
   else if (p.width == 8)
     rmsnorm_backward_kernel<8, kBackwardRows><<<p.blocks, p.threads, 0, stream>>>(dinp, partial, dout, inp, weight,
                                                                                   rstd, N, C);
