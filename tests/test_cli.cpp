@@ -54,3 +54,49 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
     EXPECT_NE(r.output.find(c.expected), std::string::npos) << c.args << "\n" << r.output;
   }
 }
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "io/checkpoint.h"
+
+using namespace owlore;
+
+TEST(Cli, KilledDuringCheckpointingLeavesALoadableCheckpointAndResumes) {
+  // A checkpoint every step, killed (SIGKILL) at varying moments: <out>/checkpoint must always
+  // point at a complete checkpoint that loads, and --resume must continue from it.
+  namespace fs = std::filesystem;
+  const fs::path out = fs::temp_directory_path() / ("owlore_kill_" + std::to_string(getpid()));
+  const std::string common = "train --preset tiny --data " + kData + " --steps 400 --batch 2 --seq 32 --val-every 0 " +
+                             "--save-every 1 --log-every 1000 --out " + out.string();
+  for (int attempt = 0; attempt < 4; attempt++) {
+    fs::remove_all(out);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      const std::string cmd = std::string(OWLORE_BINARY) + " " + common + " >/dev/null 2>&1";
+      execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(700 + 137 * attempt));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the run finished before it was killed; lengthen it";
+    const fs::path ckpt = out / "checkpoint";
+    ASSERT_TRUE(fs::exists(ckpt)) << "no checkpoint after " << 700 + 137 * attempt << " ms";
+    // Every file of the checkpoint the link points at loads.
+    const LoadedModel model = load_model(ckpt.string());
+    const StateBundle state = load_state_bundle((ckpt / "trainer_state.safetensors").string());
+    const int step = state.meta.at("step").get<int>();
+    EXPECT_GE(step, 1);
+    EXPECT_EQ(state.tensors.at("weights").size(), model.weights.size());
+    const CliRun resumed = run(common + " --resume " + ckpt.string() + " --stop-at " + std::to_string(step + 2));
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.output;
+    EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  }
+  fs::remove_all(out);
+}

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/checkpoint.h"
 #include "train/schedule.h"
 #include "train/trainer.h"
 
@@ -182,4 +183,58 @@ TEST(Trainer, SampledMethodsRejectImpossibleGamma) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--gamma 4 exceeds"), std::string::npos) << e.what();
   }
+}
+
+namespace {
+std::vector<float> final_weights(const std::string& out_dir) {
+  return load_state_bundle(out_dir + "/checkpoint/trainer_state.safetensors").tensors.at("weights");
+}
+}  // namespace
+
+class ResumeMethods : public ::testing::TestWithParam<const char*> {};
+TEST_P(ResumeMethods, HalfThenResumeIsBitExact) {
+  // N steps straight, and N/2 + resume + N/2, give identical weights (and losses).
+  TrainOptions straight = small_run(GetParam(), std::string("resume_a_") + GetParam());
+  straight.steps = 14;
+  straight.period = 4;  // re-samplings before, at and after the split
+  straight.proj_gap = 3;
+  straight.val_every = 5;
+  TrainOptions half = straight;
+  half.out_dir = temp_dir(std::string("resume_b_") + GetParam());
+  half.stop_at = 7;
+  const TrainResult a = run_training(straight);
+  run_training(half);
+  TrainOptions rest = half;
+  rest.stop_at = 0;
+  rest.resume_path = half.out_dir + "/checkpoint";
+  const TrainResult b = run_training(rest);
+  ASSERT_EQ(b.train_losses.size(), 7u);
+  for (int i = 0; i < 7; i++) EXPECT_EQ(a.train_losses[7 + i], b.train_losses[i]) << "step " << 8 + i;
+  EXPECT_TRUE(final_weights(straight.out_dir) == final_weights(rest.out_dir)) << "weights differ after resume";
+  // The resumed metrics file continues the first one: steps 0..14, each once.
+  std::ifstream file(rest.out_dir + "/metrics.jsonl");
+  std::string line;
+  int expected = 0;
+  while (std::getline(file, line)) EXPECT_EQ(nlohmann::json::parse(line)["step"].get<int>(), expected++);
+  EXPECT_EQ(expected, 15);
+  std::filesystem::remove_all(straight.out_dir);
+  std::filesystem::remove_all(half.out_dir);
+}
+INSTANTIATE_TEST_SUITE_P(Methods, ResumeMethods, ::testing::Values("full", "lisa", "owlore"));
+
+TEST(Trainer, ResumeRefusesAnotherRun) {
+  TrainOptions o = small_run("full", "resume_other");
+  o.steps = 2;
+  run_training(o);
+  TrainOptions other = o;
+  other.batch = 5;
+  other.steps = 4;
+  other.resume_path = o.out_dir + "/checkpoint";
+  try {
+    run_training(other);
+    FAIL() << "resumed a checkpoint of another run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("belongs to another run"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(o.out_dir);
 }

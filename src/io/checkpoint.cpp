@@ -194,4 +194,24 @@ void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const
   config_file.commit();
 }
 
+void save_state_bundle(const std::string& path, const StateBundle& state) {
+  std::vector<StWriteTensor> tensors;
+  for (const auto& [name, values] : state.tensors) tensors.push_back({name, {(int64_t)values.size()}, values.data()});
+  write_safetensors(path, tensors, StDtype::F32, {{"format", "owlore-trainer-state"}, {"owlore_state", state.meta.dump()}});
+}
+
+StateBundle load_state_bundle(const std::string& path) {
+  const SafetensorsFile file(path);
+  const auto meta = file.metadata().find("owlore_state");
+  OWLORE_REQUIRE(meta != file.metadata().end(), path, ": not an owlore trainer state (no 'owlore_state' metadata)");
+  StateBundle state;
+  try {
+    state.meta = nlohmann::json::parse(meta->second);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, ": trainer state metadata is not valid JSON: ", e.what());
+  }
+  for (const StTensor& t : file.tensors()) state.tensors[t.name] = file.read_float(t);
+  return state;
+}
+
 }  // namespace owlore

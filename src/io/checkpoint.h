@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "base/state_bundle.h"
 #include "model/config.h"
 #include "model/layout.h"
 
@@ -29,5 +30,10 @@ LoadedModel load_model(const std::string& path);
 // place, so a crash mid-save leaves the previous files intact. Creates dir if needed.
 void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights,
                         const std::string& dtype /*"bf16"|"f32"*/);
+
+// The trainer state (StateBundle) as one safetensors file: fp32 tensors (1-D) and the JSON meta
+// under the metadata key "owlore_state". Written atomically.
+void save_state_bundle(const std::string& path, const StateBundle& state);
+StateBundle load_state_bundle(const std::string& path);
 
 }  // namespace owlore

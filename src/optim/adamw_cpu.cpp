@@ -30,6 +30,30 @@ void CpuAdamW::release_untrained(const TrainMask& mask) {
     if (!tensor_trains(layout_, layout_.tensors[i], mask)) state_[i] = TensorState{};
 }
 
+void CpuAdamW::export_state(StateBundle& out, const std::string& prefix) const {
+  nlohmann::json steps = nlohmann::json::object();
+  for (size_t i = 0; i < state_.size(); i++) {
+    if (state_[i].m.empty()) continue;
+    const std::string& name = layout_.tensors[i].name;
+    out.tensors[prefix + name + ".m"] = state_[i].m;
+    out.tensors[prefix + name + ".v"] = state_[i].v;
+    steps[name] = state_[i].step;
+  }
+  out.meta[prefix + "steps"] = steps;
+}
+
+void CpuAdamW::import_state(const StateBundle& in, const std::string& prefix) {
+  state_.assign(layout_.tensors.size(), TensorState{});
+  const auto& steps = in.meta.at(prefix + "steps");
+  for (size_t i = 0; i < layout_.tensors.size(); i++) {
+    const std::string& name = layout_.tensors[i].name;
+    if (!steps.contains(name)) continue;
+    state_[i].m = in.tensors.at(prefix + name + ".m");
+    state_[i].v = in.tensors.at(prefix + name + ".v");
+    state_[i].step = steps[name].get<int>();
+  }
+}
+
 int64_t CpuAdamW::state_bytes() const {
   int64_t bytes = 0;
   for (const TensorState& s : state_) bytes += (int64_t)(s.m.size() + s.v.size()) * sizeof(float);

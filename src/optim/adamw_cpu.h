@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "base/state_bundle.h"
 #include "model/layout.h"
 #include "model/model_cpu.h"
 
@@ -24,6 +25,10 @@ class CpuAdamW {
   // Frees the moments of every tensor mask does not train (DESIGN.md §2, state policy "drop": a
   // layer that leaves the active set starts fresh when it comes back).
   void release_untrained(const TrainMask& mask);
+  // Moments and step counts of every tensor that has state, under "<prefix><tensor name>.m/.v"
+  // and meta[prefix + "steps"]; import restores exactly what export wrote.
+  void export_state(StateBundle& out, const std::string& prefix) const;
+  void import_state(const StateBundle& in, const std::string& prefix);
   // Bytes of moment state currently held.
   int64_t state_bytes() const;
 

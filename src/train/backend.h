@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/state_bundle.h"
 #include "model/layout.h"
 #include "model/model_cpu.h"
 #include "optim/galore_cpu.h"
@@ -47,6 +48,9 @@ class TrainBackend {
   // The weights as fp32, arena order (checkpoints, evaluation elsewhere).
   virtual void read_weights(std::vector<float>& out) = 0;
   virtual MemoryReport memory() = 0;
+  // Weights and optimizer state, exactly (resume continues bit-for-bit), and back.
+  virtual void save_state(StateBundle& out) = 0;
+  virtual void load_state(const StateBundle& in) = 0;
   // The memory plan as a printable table (empty for the CPU).
   virtual std::string plan_table() const { return ""; }
 };

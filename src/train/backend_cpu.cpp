@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <map>
 
+#include "base/error.h"
 #include "kernels/ref/ops_ref.h"
 #include "optim/adamw_cpu.h"
 #include "train/backend.h"
@@ -76,6 +77,60 @@ class CpuBackend final : public TrainBackend {
     std::fill(grads_.begin(), grads_.end(), 0.0f);
   }
   void read_weights(std::vector<float>& out) override { out = weights_; }
+
+  void save_state(StateBundle& out) override {
+    out.tensors["weights"] = weights_;
+    optimizer_.export_state(out, "adam.");
+    nlohmann::json galore = nlohmann::json::object(), norms = nlohmann::json::object();
+    for (size_t i = 0; i < galore_.size(); i++) {
+      const GaloreState& s = galore_[i];
+      if (s.rows == 0) continue;
+      const std::string& name = layout_.tensors[i].name;
+      out.tensors["galore." + name + ".projector"] = s.projector;
+      out.tensors["galore." + name + ".m"] = s.m;
+      out.tensors["galore." + name + ".v"] = s.v;
+      galore[name] = {{"rows", s.rows}, {"cols", s.cols}, {"rank", s.rank}, {"right", s.side == ProjectionSide::right},
+                      {"step", s.step}, {"refreshes", s.refreshes}, {"captured_energy", s.captured_energy}};
+    }
+    for (const auto& [i, s] : norm_adam_) {
+      const std::string& name = layout_.tensors[i].name;
+      out.tensors["norm_adam." + name + ".m"] = s.m;
+      out.tensors["norm_adam." + name + ".v"] = s.v;
+      norms[name] = s.step;
+    }
+    out.meta["galore"] = galore;
+    out.meta["norm_adam"] = norms;
+    out.meta["projector_rng"] = std::to_string(rng_.state);
+  }
+
+  void load_state(const StateBundle& in) override {
+    const std::vector<float>& w = in.tensors.at("weights");
+    OWLORE_REQUIRE(w.size() == weights_.size(), "trainer state: ", w.size(), " weights, the model has ", weights_.size());
+    weights_ = w;
+    optimizer_.import_state(in, "adam.");
+    galore_.assign(layout_.tensors.size(), GaloreState{});
+    norm_adam_.clear();
+    for (size_t i = 0; i < layout_.tensors.size(); i++) {
+      const std::string& name = layout_.tensors[i].name;
+      if (in.meta["galore"].contains(name)) {
+        const auto& j = in.meta["galore"][name];
+        GaloreState& s = galore_[i];
+        s.rows = j["rows"], s.cols = j["cols"], s.rank = j["rank"];
+        s.side = j["right"].get<bool>() ? ProjectionSide::right : ProjectionSide::left;
+        s.step = j["step"], s.refreshes = j["refreshes"], s.captured_energy = j["captured_energy"];
+        s.projector = in.tensors.at("galore." + name + ".projector");
+        s.m = in.tensors.at("galore." + name + ".m");
+        s.v = in.tensors.at("galore." + name + ".v");
+      }
+      if (in.meta["norm_adam"].contains(name)) {
+        NormState& s = norm_adam_[i];
+        s.m = in.tensors.at("norm_adam." + name + ".m");
+        s.v = in.tensors.at("norm_adam." + name + ".v");
+        s.step = in.meta["norm_adam"][name];
+      }
+    }
+    rng_.state = std::stoull(in.meta.at("projector_rng").get<std::string>());
+  }
   MemoryReport memory() override {
     double bytes = (double)(weights_.size() + grads_.size()) * sizeof(float) + optimizer_.state_bytes();
     for (const GaloreState& s : galore_) bytes += (double)(s.projector.size() + s.m.size() + s.v.size()) * sizeof(float);

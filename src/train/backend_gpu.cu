@@ -5,6 +5,7 @@
 // nothing is allocated or freed (DESIGN.md §2).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "base/error.h"
@@ -146,6 +147,34 @@ class GpuBackend final : public TrainBackend {
     model_->download_weights(out.data());
   }
 
+  // State: weights (bf16 values, exact in fp32), the Adam moments and step count of every tensor
+  // that trains now. load_state expects set_mask to have been called with the saved mask.
+  void save_state(StateBundle& out) override {
+    read_weights(out.tensors["weights"]);
+    nlohmann::json steps = nlohmann::json::object();
+    for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
+      out.tensors["adam." + t.name + ".m"] = read_moments(t, offset);
+      out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
+      steps[t.name] = tensor_steps_[index];
+    });
+    out.meta["adam.steps"] = steps;
+  }
+
+  void load_state(const StateBundle& in) override {
+    const std::vector<float>& w = in.tensors.at("weights");
+    OWLORE_REQUIRE((int64_t)w.size() == layout_.total, "trainer state: ", w.size(), " weights, the model has ",
+                   layout_.total);
+    model_->upload_weights(w.data());
+    const auto& steps = in.meta.at("adam.steps");
+    for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
+      OWLORE_REQUIRE(steps.contains(t.name), "trainer state has no optimizer state for ", t.name);
+      write_moments(t, offset, in.tensors.at("adam." + t.name + ".m"));
+      write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
+      tensor_steps_[index] = steps[t.name].get<int>();
+    });
+    CUDA_CHECK(cudaStreamSynchronize(model_->stream()));
+  }
+
   MemoryReport memory() override {
     size_t free_bytes = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total));
@@ -165,6 +194,45 @@ class GpuBackend final : public TrainBackend {
     CUDA_CHECK(cudaMemsetAsync(slot_grads(slot), 0, n * 4, s));
     char* moments = static_cast<char*>(plan_.ptr(i_moments_slots_)) + (size_t)slot * 2 * n * moment_bytes;
     CUDA_CHECK(cudaMemsetAsync(moments, 0, 2 * n * moment_bytes, s));
+  }
+  // One moment array of tensor t (element offset inside its block) to and from host floats.
+  std::vector<float> read_moments(const TensorSlot& t, int64_t offset) {
+    std::vector<float> out(t.numel());
+    const cudaStream_t s = model_->stream();
+    if (options_.moments == "fp32") {
+      CUDA_CHECK(cudaMemcpyAsync(out.data(), plan_.as<float>(moment_block(t)) + offset, t.numel() * 4,
+                                 cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));
+    } else {
+      std::vector<uint16_t> raw(t.numel());
+      CUDA_CHECK(cudaMemcpyAsync(raw.data(), plan_.as<uint16_t>(moment_block(t)) + offset, t.numel() * 2,
+                                 cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      for (int64_t i = 0; i < t.numel(); i++) {
+        const uint32_t bits = (uint32_t)raw[i] << 16;
+        std::memcpy(&out[i], &bits, 4);
+      }
+    }
+    return out;
+  }
+  void write_moments(const TensorSlot& t, int64_t offset, const std::vector<float>& values) {
+    OWLORE_REQUIRE((int64_t)values.size() == t.numel(), "trainer state: moments of ", t.name, " have ", values.size(),
+                   " values, expected ", t.numel());
+    const cudaStream_t s = model_->stream();
+    if (options_.moments == "fp32") {
+      CUDA_CHECK(cudaMemcpyAsync(plan_.as<float>(moment_block(t)) + offset, values.data(), t.numel() * 4,
+                                 cudaMemcpyHostToDevice, s));
+    } else {  // the values are bf16 already: take the upper half of each float
+      std::vector<uint16_t> raw(t.numel());
+      for (int64_t i = 0; i < t.numel(); i++) {
+        uint32_t bits;
+        std::memcpy(&bits, &values[i], 4);
+        raw[i] = (uint16_t)(bits >> 16);
+      }
+      CUDA_CHECK(cudaMemcpyAsync(plan_.as<uint16_t>(moment_block(t)) + offset, raw.data(), t.numel() * 2,
+                                 cudaMemcpyHostToDevice, s));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(s));
   }
   // The plan entry holding tensor t's moments, the offset of its m (in elements) inside that
   // entry, and the distance from m to v.

@@ -60,6 +60,9 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   train->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
   train->add_option("--save-dtype", o.save_dtype, "checkpoint weights: bf16 or f32")->capture_default_str();
+  train->add_option("--stop-at", o.stop_at, "stop after this step with a checkpoint; --resume continues (0: off)")
+      ->capture_default_str();
+  train->add_option("--resume", o.resume_path, "continue from a checkpoint directory (e.g. OUT/checkpoint), bit-exactly");
   train->add_option("--gamma", o.gamma, "lisa/ows/owlore: decoder layers trained at once")->capture_default_str();
   train->add_option("--period", o.period, "lisa/ows/owlore: steps between re-samplings (K)")->capture_default_str();
   train->add_flag("--freeze-embeddings", o.freeze_embeddings, "embedding, final norm and LM head frozen too");

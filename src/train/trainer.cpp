@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <numeric>
 
 #include <nvtx3/nvToolsExt.h>
@@ -53,6 +54,7 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.save_dtype == "bf16" || o.save_dtype == "f32", "--save-dtype must be bf16 or f32, got '",
                  o.save_dtype, "'");
   OWLORE_REQUIRE(o.lm_head_chunk_tokens >= 1, "--lm-head-chunk must be >= 1, got ", o.lm_head_chunk_tokens);
+  OWLORE_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0, got ", o.stop_at);
   OWLORE_REQUIRE(o.gamma >= 1, "--gamma must be >= 1, got ", o.gamma);
   OWLORE_REQUIRE(o.period >= 1, "--period must be >= 1, got ", o.period);
   OWLORE_REQUIRE(o.rank >= 1, "--rank must be >= 1, got ", o.rank);
@@ -138,7 +140,6 @@ TrainResult run_training(const TrainOptions& o) {
   const Dataset data = load_training_data(o, config, tokenizer.get());
 
   std::filesystem::create_directories(o.out_dir);
-  MetricsLog metrics(o.out_dir + "/metrics.jsonl", false);
 
   // Which decoder layers train: all (full, galore) or a sampled few (lisa, ows, owlore).
   const bool sampled = o.method == "lisa" || o.method == "ows" || o.method == "owlore";
@@ -194,11 +195,65 @@ TrainResult run_training(const TrainOptions& o) {
     nvtxRangePop();
     return kept ? sum / kept : 0.0;
   };
-  auto save = [&](const std::string& dir) {
-    std::vector<float> weights;
-    backend->read_weights(weights);
-    save_hf_checkpoint(dir, layout, weights.data(), o.save_dtype);
+  BatchCursor cursor{o.seed, 0};
+  // The run's identity: a resumed run must match it (other flags, like --steps, may change).
+  const nlohmann::json run_identity = {{"method", o.method}, {"batch", o.batch},      {"seq", o.seq},
+                                       {"grad_accum", o.grad_accum}, {"model", config.name}, {"parameters", layout.total},
+                                       {"device", o.device}, {"moments", o.moments}, {"seed", o.seed}};
+  // A checkpoint is a directory checkpoint-<step> with the Hugging Face model (config.json,
+  // model.safetensors) and trainer_state.safetensors (exact weights, optimizer, sampler, data
+  // position). <out>/checkpoint is a symlink to the newest complete one, replaced atomically
+  // (rename of a fresh symlink), so a crash at any point leaves a loadable checkpoint.
+  auto save = [&](int step) {
+    namespace fs = std::filesystem;
+    const std::string name = "checkpoint-" + std::to_string(step);
+    const fs::path dir = fs::path(o.out_dir) / name;
+    StateBundle state;
+    backend->save_state(state);
+    save_hf_checkpoint(dir.string(), layout, state.tensors.at("weights").data(), o.save_dtype);
+    state.meta["run"] = run_identity;
+    state.meta["step"] = step;
+    state.meta["cursor_seed"] = cursor.seed;
+    state.meta["cursor_position"] = cursor.position;
+    state.meta["mask"] = {{"layers", mask.layers}, {"embedding", mask.embedding}, {"head", mask.head}};
+    if (sampler) state.meta["sampler"] = sampler->to_json();
+    save_state_bundle((dir / "trainer_state.safetensors").string(), state);
+    const fs::path link = fs::path(o.out_dir) / "checkpoint", fresh = fs::path(o.out_dir) / "checkpoint.new";
+    fs::remove(fresh);
+    fs::create_directory_symlink(name, fresh);
+    fs::rename(fresh, link);  // atomic on POSIX: the old link or the new one, never neither
+    for (const auto& entry : fs::directory_iterator(o.out_dir)) {
+      const std::string other = entry.path().filename().string();
+      if (other.rfind("checkpoint-", 0) == 0 && other != name) fs::remove_all(entry.path());
+    }
   };
+
+  // Resume: weights, optimizer, sampler, data position and step from a checkpoint.
+  int first_step = 1;
+  if (!o.resume_path.empty()) {
+    const std::string state_path = o.resume_path + "/trainer_state.safetensors";
+    const StateBundle state = load_state_bundle(state_path);
+    OWLORE_REQUIRE(state.meta.at("run") == run_identity, state_path, ": the checkpoint belongs to another run (",
+                   state.meta.at("run").dump(), "); this run is ", run_identity.dump());
+    first_step = state.meta.at("step").get<int>() + 1;
+    OWLORE_REQUIRE(first_step <= o.steps, "--resume: the checkpoint is at step ", first_step - 1, ", --steps is ", o.steps);
+    cursor.seed = state.meta.at("cursor_seed").get<uint64_t>();
+    cursor.position = state.meta.at("cursor_position").get<int64_t>();
+    mask.layers = state.meta.at("mask").at("layers").get<std::vector<bool>>();
+    mask.embedding = state.meta.at("mask").at("embedding").get<bool>();
+    mask.head = state.meta.at("mask").at("head").get<bool>();
+    if (sampler) sampler->from_json(state.meta.at("sampler"));
+    backend->set_mask(mask);
+    backend->load_state(state);
+    // Metrics past the checkpoint belong to the interrupted run: drop them.
+    std::ifstream old(o.out_dir + "/metrics.jsonl");
+    std::string kept_lines, line;
+    while (std::getline(old, line))
+      if (!line.empty() && nlohmann::json::parse(line).value("step", 0) < first_step) kept_lines += line + "\n";
+    old.close();
+    std::ofstream(o.out_dir + "/metrics.jsonl", std::ios::trunc) << kept_lines;
+  }
+  MetricsLog metrics(o.out_dir + "/metrics.jsonl", /*append=*/first_step > 1);
 
   std::printf("owlore train | %s (%s) | %.1fM parameters | method %s | device %s\n", config.name.c_str(),
               loaded.source.c_str(), config.total_params() / 1e6, o.method.c_str(), backend->device_name().c_str());
@@ -209,17 +264,21 @@ TrainResult run_training(const TrainOptions& o) {
   if (!plan.empty()) std::printf("%s", plan.c_str());
   Progress progress(o.steps, o.log_every);
   TrainResult result;
-  result.first_val_loss = validation_loss();
-  metrics.write({{"step", 0}, {"val_loss", result.first_val_loss}});
   char text[160];
-  std::snprintf(text, sizeof text, "step 0 | val_loss %.4f", result.first_val_loss);
-  progress.line(text);
+  if (first_step == 1) {
+    result.first_val_loss = validation_loss();
+    metrics.write({{"step", 0}, {"val_loss", result.first_val_loss}});
+    std::snprintf(text, sizeof text, "step 0 | val_loss %.4f", result.first_val_loss);
+    progress.line(text);
+  } else {
+    progress.line("resumed from " + o.resume_path + " at step " + std::to_string(first_step));
+  }
 
-  BatchCursor cursor{o.seed, 0};
   const auto start = Clock::now();
   double steady_seconds = 0;  // steps 2..N: step 1 carries one-time costs (GEMM plans, caches)
   int64_t tokens_seen = 0;
-  for (int step = 1; step <= o.steps; step++) {
+  const int last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+  for (int step = first_step; step <= last_step; step++) {
     nvtxRangePushA(("step " + std::to_string(step)).c_str());  // Nsight: one range per step
     const auto step_start = Clock::now();
     const float lr = schedule.at(step);
@@ -253,7 +312,7 @@ TrainResult run_training(const TrainOptions& o) {
     tokens_seen += (int64_t)o.grad_accum * B * T;
     const double elapsed = seconds_since(start);
     const double step_seconds = seconds_since(step_start);
-    if (step > 1) steady_seconds += step_seconds;
+    if (step > first_step) steady_seconds += step_seconds;
     const double tokens_per_s = (double)o.grad_accum * B * T / std::max(1e-9, step_seconds);
     const MemoryReport memory = backend->memory();
     const double mfu = tokens_per_s * training_flops_per_token(config, mask, T) / kDatasheetBf16Flops;
@@ -270,7 +329,7 @@ TrainResult run_training(const TrainOptions& o) {
                              {"peak_memory_bytes", memory.peak_bytes}};
     if (sampler) record["active_layers"] = sampler->current;
     progress.step(step, loss, lr, tokens_per_s, elapsed);
-    if ((o.val_every > 0 && step % o.val_every == 0) || step == o.steps) {
+    if ((o.val_every > 0 && step % o.val_every == 0) || step == last_step) {
       result.last_val_loss = validation_loss();
       record["val_loss"] = result.last_val_loss;
       std::snprintf(text, sizeof text, "step %d | val_loss %.4f", step, result.last_val_loss);
@@ -278,19 +337,19 @@ TrainResult run_training(const TrainOptions& o) {
     }
     metrics.write(record);
     nvtxRangePop();
-    if (o.save_every > 0 && step % o.save_every == 0 && step < o.steps) save(o.out_dir + "/checkpoint");
+    if (o.save_every > 0 && step % o.save_every == 0 && step < last_step) save(step);
   }
   progress.finish();
   result.checkpoint_dir = o.out_dir + "/checkpoint";
-  save(result.checkpoint_dir);
+  save(last_step);
   // Steady throughput: training steps 2..N, validation and checkpoints excluded.
   const int64_t steady_tokens = tokens_seen - (int64_t)o.grad_accum * B * T;
-  result.tokens_per_s = o.steps > 1 ? steady_tokens / std::max(1e-9, steady_seconds)
+  result.tokens_per_s = o.steps > first_step ? steady_tokens / std::max(1e-9, steady_seconds)
                                     : tokens_seen / std::max(1e-9, seconds_since(start));
   const double mfu = result.tokens_per_s * training_flops_per_token(config, mask, T) / kDatasheetBf16Flops;
-  std::printf("done: %d steps, %.0f tokens/s (MFU %.1f%% of the 989 TFLOP/s bf16 datasheet peak), validation loss "
+  std::printf("done: step %d of %d, %.0f tokens/s (MFU %.1f%% of the 989 TFLOP/s bf16 datasheet peak), validation loss "
               "%.4f -> %.4f, peak memory %s\n  metrics %s/metrics.jsonl\n  model %s\n",
-              o.steps, result.tokens_per_s, 100 * mfu, result.first_val_loss, result.last_val_loss,
+              last_step, o.steps, result.tokens_per_s, 100 * mfu, result.first_val_loss, result.last_val_loss,
               format_bytes(backend->memory().peak_bytes).c_str(), o.out_dir.c_str(), result.checkpoint_dir.c_str());
   return result;
 }

@@ -39,6 +39,8 @@ struct TrainOptions {
   int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
   int save_every = 0;                // write a checkpoint every N steps (0: only at the end)
   std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
+  std::string resume_path;           // a checkpoint directory to continue from (bit-exact)
+  int stop_at = 0;                   // stop after this step with a checkpoint (0: run to --steps)
   // layerwise sampling (lisa, ows, owlore; DESIGN.md §1)
   int gamma = 5;                     // decoder layers trained at once
   int period = 50;                   // K: steps between re-samplings
