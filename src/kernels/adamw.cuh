@@ -15,8 +15,10 @@
 // second single-block pass over them in order: deterministic, no atomics. accumulate=true adds to
 // *out, so the global norm over many tensors is a sequence of calls on one stream.
 // clip_factor: scale = min(1, max_norm / (sqrt(sum_sq) + 1e-6)) (torch.nn.utils.clip_grad_norm_).
-// Variant: one thread per 8 elements (16-byte bf16 loads, 2 x 16-byte fp32 loads); the kernel is
-// pure streaming (22 bytes/param with fp32 moments, bf16 grad); see docs/bench/kernels-*.md.
+// Variant: one thread per 8 elements (16-byte bf16 loads, 2 x 16-byte fp32 loads); pure streaming.
+// Measured on H200 (one 7B layer, 202M params): fp32 moments 1.13 ms at 22 B/param (93% of copy
+// bandwidth), with fp32 master 96%, bf16 moments 80% (hashing-bound, see sr_key);
+// sum_squares 100%. docs/bench/kernels-h200-2026-11-28.md.
 #pragma once
 #include <algorithm>
 #include <cmath>

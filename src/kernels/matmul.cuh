@@ -11,7 +11,8 @@
 // alignment) and cached, so a repeated call costs one cublasLtMatmul. One Matmul per stream
 // (the workspace is shared by its calls). Any sizes work; alignment below 16 bytes is passed to
 // the heuristic, which then picks a kernel that accepts it.
-// Measured on H200: through this layer vs the same raw cublasGemmEx call, docs/bench/kernels-*.md.
+// Measured on H200 (8192 tokens, SmolLM2 and LLaMA-2-7B layer GEMMs): 94-104% of the same raw
+// cublasGemmEx call in the same run (641-686 TFLOP/s at 7B). docs/bench/kernels-h200-2026-11-28.md.
 #pragma once
 #include <cublasLt.h>
 

@@ -12,7 +12,6 @@
 // bytes per call). Measured on H200, 8192 tokens: 83% of copy bandwidth at LLaMA-2-7B (76 us),
 // 42% at SmolLM2 (14 us, launch/tail-bound at 25 MB). A variant that issued the 4 heads' loads
 // before computing the angles was slower (70% / 38%: more registers, fewer warps).
-// Measured on H200 at 8192 tokens: see docs/bench/kernels-*.md (rope rows).
 #pragma once
 #include "kernels/common.cuh"
 
