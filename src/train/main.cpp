@@ -79,6 +79,18 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->add_option("--galore-scale", o.galore_scale, "owlore/galore: update scale alpha")->capture_default_str();
   train->add_option("--projector", o.projector, "owlore/galore: exact (SVD) or fast (randomized range finder)")
       ->capture_default_str();
+  train->add_option_function<std::string>(
+      "--profile-steps",
+      [&o](const std::string& range) {
+        const size_t colon = range.find(':');
+        try {
+          o.profile_first = std::stoi(range.substr(0, colon));
+          o.profile_last = colon == std::string::npos ? o.profile_first : std::stoi(range.substr(colon + 1));
+        } catch (const std::exception&) {
+          throw CLI::ValidationError("--profile-steps", "expected A:B (step numbers), got '" + range + "'");
+        }
+      },
+      "A:B: cudaProfilerStart/Stop around steps A..B (for nsys/ncu --profile-from-start off)");
   train->callback([&o] { run_training(o); });
 }
 

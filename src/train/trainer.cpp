@@ -8,6 +8,7 @@
 #include <fstream>
 #include <numeric>
 
+#include <cuda_profiler_api.h>
 #include <nvtx3/nvToolsExt.h>
 
 #include "base/error.h"
@@ -54,6 +55,8 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.save_dtype == "bf16" || o.save_dtype == "f32", "--save-dtype must be bf16 or f32, got '",
                  o.save_dtype, "'");
   OWLORE_REQUIRE(o.lm_head_chunk_tokens >= 1, "--lm-head-chunk must be >= 1, got ", o.lm_head_chunk_tokens);
+  OWLORE_REQUIRE(o.profile_first >= 0 && o.profile_last >= o.profile_first,
+                 "--profile-steps must be A:B with 1 <= A <= B, got ", o.profile_first, ":", o.profile_last);
   OWLORE_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0, got ", o.stop_at);
   OWLORE_REQUIRE(o.gamma >= 1, "--gamma must be >= 1, got ", o.gamma);
   OWLORE_REQUIRE(o.period >= 1, "--period must be >= 1, got ", o.period);
@@ -279,7 +282,9 @@ TrainResult run_training(const TrainOptions& o) {
   int64_t tokens_seen = 0;
   const int last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
   for (int step = first_step; step <= last_step; step++) {
-    nvtxRangePushA(("step " + std::to_string(step)).c_str());  // Nsight: one range per step
+    // Nsight: the profiler capture brackets --profile-steps, and every step is one NVTX range.
+    if (step == o.profile_first) cudaProfilerStart();
+    nvtxRangePushA(("step " + std::to_string(step)).c_str());
     const auto step_start = Clock::now();
     const float lr = schedule.at(step);
     if (sampler && sampler->resamples_at(step)) {
@@ -337,6 +342,7 @@ TrainResult run_training(const TrainOptions& o) {
     }
     metrics.write(record);
     nvtxRangePop();
+    if (step == o.profile_last) cudaProfilerStop();
     if (o.save_every > 0 && step % o.save_every == 0 && step < last_step) save(step);
   }
   progress.finish();

@@ -41,6 +41,7 @@ struct TrainOptions {
   std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
   std::string resume_path;           // a checkpoint directory to continue from (bit-exact)
   int stop_at = 0;                   // stop after this step with a checkpoint (0: run to --steps)
+  int profile_first = 0, profile_last = 0;  // --profile-steps A:B: cudaProfilerStart/Stop around them
   // layerwise sampling (lisa, ows, owlore; DESIGN.md §1)
   int gamma = 5;                     // decoder layers trained at once
   int period = 50;                   // K: steps between re-samplings
