@@ -9,6 +9,7 @@
 #include "kernels/encoder.cuh"
 #include "kernels/lm_head_ce.cuh"
 #include "kernels/matmul.cuh"
+#include "kernels/outliers.cuh"
 #include "kernels/residual.cuh"
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
@@ -262,6 +263,30 @@ double GpuModel::forward_loss(const int32_t* inputs, const int32_t* targets, int
   lm_head_ce_forward(m.losses, m.lm_ws, m.lm_ws_bytes, m.ln_f, m.w(layout_.lm_head), m.targets, N, c.d_model, c.vocab,
                      m.opt.lm_head_chunk_tokens, *m.matmul, m.stream);
   return sum_losses(m, targets, N, kept);
+}
+
+void GpuModel::accumulate_input_energy(const std::vector<float*>& qkv, const std::vector<float*>& o,
+                                       const std::vector<float*>& gate_up, const std::vector<float*>& down, int B) {
+  Impl& m = *impl_;
+  const ModelConfig& c = layout_.config;
+  const size_t L = (size_t)c.n_layers;
+  OWLORE_REQUIRE(qkv.size() == L && o.size() == L && gate_up.size() == L && down.size() == L,
+                 "GPU model: input energies need one buffer per decoder layer (", L, ") for qkv, o, gate_up, down");
+  OWLORE_REQUIRE(B >= 1 && B <= m.opt.max_batch, "GPU model: batch ", B, " exceeds the planned ", m.opt.max_batch);
+  const int N = B * m.opt.seq, widest = std::max(std::max(c.d_model, c.q_dim()), c.ffn);
+  // The column partials go to the d gate_up scratch (N·2F bf16 = N·F floats): backward-only,
+  // so free between calls.
+  OWLORE_REQUIRE(column_sum_squares_workspace_floats(N, widest) * sizeof(float) <= (size_t)N * 2 * c.ffn * sizeof(bf16),
+                 "GPU model: input energies of ", widest, " channels do not fit the d gate_up scratch");
+  float* partials = reinterpret_cast<float*>(m.dgate_up);
+  NvtxRange range("accumulate input energy");
+  for (int l = 0; l < c.n_layers; l++) {
+    const Impl::LayerPtrs& a = m.act[l];
+    column_sum_squares(qkv[l], partials, a.ln1, N, c.d_model, m.stream);
+    column_sum_squares(o[l], partials, a.att, N, c.q_dim(), m.stream);
+    column_sum_squares(gate_up[l], partials, a.ln2, N, c.d_model, m.stream);
+    column_sum_squares(down[l], partials, a.h, N, c.ffn, m.stream);
+  }
 }
 
 double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets, int B, float loss_scale,

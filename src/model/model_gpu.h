@@ -56,6 +56,14 @@ class GpuModel {
   // Loss only (evaluation). *kept receives the number of kept targets.
   double forward_loss(const int32_t* inputs, const int32_t* targets, int B, int64_t* kept);
 
+  // Outlier calibration (DESIGN.md §1): after a forward of B sequences, adds Σ_rows x_j² of every
+  // decoder layer's matrix inputs (B·seq rows) into fp32 device buffers, one per layer (+=):
+  // qkv[l] (C) from ln1, o[l] (q_dim) from the attention output, gate_up[l] (C) from ln2,
+  // down[l] (ffn) from the SwiGLU output. Deterministic; enqueued on stream(), no sync.
+  // B must be the batch of the last forward. Uses the backward's scratch, free between calls.
+  void accumulate_input_energy(const std::vector<float*>& qkv, const std::vector<float*>& o,
+                               const std::vector<float*>& gate_up, const std::vector<float*>& down, int B);
+
   cudaStream_t stream() const;
   const ModelLayout& layout() const { return layout_; }
 
