@@ -12,6 +12,9 @@ echo "commit $(cat $BIN/COMMIT)" | tee -a "$OUT/card.txt"
 case "${1:-gpu}" in
 gpu)
   [ -f .carry/gguf1/part1 ] && cp .carry/gguf1/part1 /tmp/owlore_gguf.part1
+  echo "== random HF fixture with PyTorch's bf16 errors (test_fixtures_gpu reads it)"
+  timeout 120 python3 tools/make_fixtures.py --random tests/data/fixtures/random 2>&1 | tail -4
+  cp tests/data/fixtures/random/fixture.safetensors "$OUT/fixture_random.safetensors"
   for t in $BIN/test_*_gpu; do
     echo "== $(basename $t)"
     mkdir -p /tmp/logs; timeout 240 $t 2>&1 | tee "/tmp/logs/$(basename $t).log" | grep -E "^\[  (PASSED|FAILED|SKIPPED)|Failure|rel error|refresh|ms" | tail -20

@@ -240,6 +240,39 @@ def compare_fp32(model32, ref_logits, ref_loss, ref_grads, inputs, targets):
     return err
 
 
+def token_losses(logits, targets):
+    """Per-token cross-entropy in float64 (0 where the target is ignored)."""
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    picked = torch.gather(logp, -1, targets.clamp(min=0)[..., None])[..., 0]
+    return -(picked * (targets >= 0))
+
+
+def bf16_errors(model32, ref_logits, ref_loss, ref_grads, inputs, targets):
+    """PyTorch's own bf16 error against the float64 reference (DESIGN.md §4): the same model cast
+    to bfloat16 (weights, activations, gradients), on the GPU when there is one. owlore's GPU test
+    bounds its error by 2x (forward) / 3x (backward) these numbers."""
+    import copy
+
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    m = copy.deepcopy(model32).to(dev, torch.bfloat16)
+    m.config._attn_implementation = "sdpa"
+    m.zero_grad(set_to_none=True)
+    logits = m(input_ids=inputs.to(dev), use_cache=False).logits
+    t = targets.to(dev)
+    kept = t >= 0
+    ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), t.clamp(min=0).reshape(-1),
+                                           reduction="none").reshape(t.shape) * kept
+    loss = ce.sum() / kept.sum()
+    loss.backward()
+    err = {"bf16_token_loss_rel": rel(ce.detach().cpu(), token_losses(ref_logits, targets)),
+           "bf16_loss_rel": rel(loss.detach().cpu(), ref_loss)}
+    for name, p in m.named_parameters():
+        err["bf16_grad_rel." + name] = rel(p.grad.detach().cpu(), ref_grads[name])
+    print(f"PyTorch bf16 vs float64: token losses {err['bf16_token_loss_rel']:.2e}, loss {err['bf16_loss_rel']:.2e}, "
+          f"worst gradient {max(v for k, v in err.items() if k.startswith('bf16_grad')):.2e}")
+    return err
+
+
 def f32(t):
     return t.detach().to("cpu", torch.float32).contiguous()
 
@@ -293,6 +326,7 @@ def make_random(out_dir, seed):
     ref = float64_model(model)
     logits, loss, grads = run(ref, inputs, targets, fp64=True)
     err = compare_fp32(model, logits, loss, grads, inputs, targets)
+    err.update(bf16_errors(model, logits, loss, grads, inputs, targets))
     print(f"loss {loss.item():.6f} over {(targets >= 0).sum().item()} targets")
 
     tensors = {"inputs": inputs.float(), "targets": targets.float(), "logits": logits, "loss": loss.reshape(1)}

@@ -170,6 +170,7 @@ void GpuModel::bind(const MemoryPlan& plan) {
 }
 
 cudaStream_t GpuModel::stream() const { return impl_->stream; }
+const std::vector<float>& GpuModel::last_token_losses() const { return impl_->losses_host; }
 void* GpuModel::weights_device() { return impl_->weights; }
 
 void GpuModel::upload_weights(const float* host) {

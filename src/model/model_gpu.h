@@ -64,6 +64,9 @@ class GpuModel {
   void accumulate_input_energy(const std::vector<float*>& qkv, const std::vector<float*>& o,
                                const std::vector<float*>& gate_up, const std::vector<float*>& down, int B);
 
+  // Per-token losses of the last forward (fp32, 0 where the target is ignored), B*T of them.
+  const std::vector<float>& last_token_losses() const;
+
   cudaStream_t stream() const;
   const ModelLayout& layout() const { return layout_; }
 
