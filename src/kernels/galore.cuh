@@ -1,0 +1,267 @@
+// GaLore-Adam kernels (DESIGN.md §1 "GaLore-Adam"; Zhao et al. 2024, Alg. 2), the pieces the GPU
+// optimizer (optim/galore_gpu) strings together; the CPU twin is optim/galore_cpu.
+//   projection      right (m ≥ n): R (m×r) = G·Qᵀ, Q (r×n)   left (m < n): R (r×n) = Pᵀ·G, P (m×r)
+//   Adam on R       m ← β1 m + (1−β1)·s·R;  v ← β2 v + (1−β2)·(s·R)²;  N = m / (sqrt(v) + ε)
+//                   (s = grad_scale: the clip factor and any averaging, applied to R first)
+//   back-projection U = α·N·Q (right) or α·P·N (left)
+//   weight update   W ← W − lr·wd·W − step·U,  step = lr·sqrt(1−β2ᵗ)/(1−β1ᵗ) (host, double)
+// Precision: everything fp32 (gradient, projector, moments, U; GEMMs with CUBLAS_COMPUTE_32F,
+// which is strict fp32 — no TF32 — so the GPU agrees with the twin to fp32 rounding); the bf16
+// weight takes the fp32 result by stochastic rounding with the random bits of adamw.cuh
+// (hash of seed, step, index): reproducible, and bit-exact after a resume.
+// All matrices are row-major as the model stores them; GemmF32 is column-major like cuBLAS, and
+// the launchers below do the row-major → column-major bookkeeping (row-major X is column-major Xᵀ).
+// Variant: elementwise kernels are one thread per element (scalar loads: the slices of one
+// layer's arena are not 16-byte aligned at odd sizes); the GEMMs dominate. Not yet measured on a
+// GPU (written without device time; the refresh timing is printed by tests/test_galore_gpu).
+#pragma once
+#include <cublasLt.h>
+#include <cusolverDn.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "kernels/adamw.cuh"
+#include "kernels/common.cuh"
+
+namespace owlore {
+
+inline void galore_cublaslt_check(cublasStatus_t status, const char* call, const char* file, int line) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("cuBLASLt error ") + std::to_string((int)status) + " (" +
+                             cublasLtGetStatusName(status) + ") in " + call + " at " + file + ":" +
+                             std::to_string(line));
+}
+#define GALORE_CUBLASLT_CHECK(call) ::owlore::galore_cublaslt_check((call), #call, __FILE__, __LINE__)
+
+inline void cusolver_check(cusolverStatus_t status, const char* call, const char* file, int line) {
+  if (status != CUSOLVER_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("cuSOLVER error ") + std::to_string((int)status) + " in " + call + " at " +
+                             file + ":" + std::to_string(line));
+}
+#define CUSOLVER_CHECK(call) ::owlore::cusolver_check((call), #call, __FILE__, __LINE__)
+
+// ---- fp32 GEMM on cuBLASLt ------------------------------------------------------------------
+// Column-major D (m×n) = alpha·op(A)·op(B) + beta·D, all fp32, CUBLAS_COMPUTE_32F (no TF32).
+// Plans (descriptors + the heuristic's first algorithm) are cached per (shape, transposes, lds,
+// alignments) like Matmul's, so a repeated shape costs one cublasLtMatmul. One GemmF32 per stream.
+class GemmF32 {
+ public:
+  static constexpr size_t kWorkspaceBytes = 32u << 20;
+
+  GemmF32() {
+    GALORE_CUBLASLT_CHECK(cublasLtCreate(&handle_));
+    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+  }
+  ~GemmF32() {
+    plans_.clear();
+    cudaFree(workspace_);
+    cublasLtDestroy(handle_);
+  }
+  GemmF32(const GemmF32&) = delete;
+  GemmF32& operator=(const GemmF32&) = delete;
+
+  void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
+            int ldb, float beta, float* D, int ldd, cudaStream_t stream) {
+    KERNEL_REQUIRE(m > 0 && n > 0 && k > 0, "gemm_f32", "sizes must be positive");
+    KERNEL_REQUIRE(A && B && D, "gemm_f32", "null pointer");
+    const Key key{m, n, k, lda, ldb, ldd, (int)trans_a, (int)trans_b, alignment(A), alignment(B), alignment(D)};
+    auto it = plans_.find(key);
+    if (it == plans_.end()) it = plans_.emplace(key, std::make_unique<Plan>(handle_, key)).first;
+    const Plan& p = *it->second;
+    GALORE_CUBLASLT_CHECK(cublasLtMatmul(handle_, p.op, &alpha, A, p.a, B, p.b, &beta, D, p.d, D, p.d, &p.algo,
+                                         workspace_, kWorkspaceBytes, stream));
+  }
+
+ private:
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int>;
+  static int alignment(const void* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    int bytes = 256;
+    while (bytes > 4 && (a % bytes) != 0) bytes /= 2;
+    return bytes;
+  }
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulAlgo_t algo;
+    Plan(cublasLtHandle_t handle, const Key& key) {
+      const auto [m, n, k, lda, ldb, ldd, ta, tb, align_a, align_b, align_d] = key;
+      GALORE_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+      GALORE_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
+      GALORE_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
+      GALORE_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_32F, ta ? k : m, ta ? m : k, lda));
+      GALORE_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_32F, tb ? n : k, tb ? k : n, ldb));
+      GALORE_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, m, n, ldd));
+      cublasLtMatmulPreference_t pref = nullptr;
+      GALORE_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      const size_t ws = kWorkspaceBytes;
+      const uint32_t aa = align_a, ab = align_b, ad = align_d;
+      GALORE_CUBLASLT_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+      GALORE_CUBLASLT_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa)));
+      GALORE_CUBLASLT_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof(ab)));
+      GALORE_CUBLASLT_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof(ad)));
+      GALORE_CUBLASLT_CHECK(
+          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof(ad)));
+      cublasLtMatmulHeuristicResult_t result;
+      int found = 0;
+      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, op, a, b, d, d, pref, 1, &result, &found);
+      cublasLtMatmulPreferenceDestroy(pref);
+      if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+        release();
+        throw std::runtime_error("cuBLASLt fp32: no algorithm for m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                 " k=" + std::to_string(k) + " (status " + std::to_string((int)st) + ")");
+      }
+      algo = result.algo;
+    }
+    void release() {
+      if (op) cublasLtMatmulDescDestroy(op);
+      if (a) cublasLtMatrixLayoutDestroy(a);
+      if (b) cublasLtMatrixLayoutDestroy(b);
+      if (d) cublasLtMatrixLayoutDestroy(d);
+      op = nullptr;
+      a = b = d = nullptr;
+    }
+    ~Plan() { release(); }
+    Plan(const Plan&) = delete;
+    Plan& operator=(const Plan&) = delete;
+  };
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+namespace galore_detail {
+
+static __global__ void adam_kernel(float* __restrict__ N, float* __restrict__ m, float* __restrict__ v,
+                                   const float* __restrict__ R, int64_t n, float grad_scale, float beta1, float beta2,
+                                   float eps) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  // Same operation order as galore_apply_projected (the twin), so the moments agree to rounding.
+  const float g = grad_scale * R[i];
+  const float mm = beta1 * m[i] + (1.0f - beta1) * g;
+  const float vv = beta2 * v[i] + (1.0f - beta2) * g * g;
+  m[i] = mm;
+  v[i] = vv;
+  N[i] = mm / (sqrtf(vv) + eps);
+}
+
+static __global__ void weight_update_kernel(bf16* __restrict__ W, const float* __restrict__ U, int64_t n, float decay,
+                                            float step_size, int step, uint32_t seed) {
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float p = __bfloat162float(W[i]);
+  p = p - decay * p - step_size * U[i];
+  W[i] = stochastic_round_bf16(p, adamw_detail::sr_bits_weight(adamw_detail::sr_key(seed, step, i, 0), i));
+}
+
+constexpr int kTile = 32;
+// out[j*ld_out + i] = in[i*ld_in + j] for i < rows, j < cols (a 32×32 tile through shared memory).
+static __global__ void transpose_kernel(float* __restrict__ out, const float* __restrict__ in, int rows, int cols,
+                                        int ld_in, int ld_out) {
+  __shared__ float tile[kTile][kTile + 1];
+  const int i0 = blockIdx.y * kTile, j0 = blockIdx.x * kTile;
+  for (int di = threadIdx.y; di < kTile; di += blockDim.y) {
+    const int i = i0 + di, j = j0 + threadIdx.x;
+    if (i < rows && j < cols) tile[di][threadIdx.x] = in[(int64_t)i * ld_in + j];
+  }
+  __syncthreads();
+  for (int dj = threadIdx.y; dj < kTile; dj += blockDim.y) {
+    const int j = j0 + dj, i = i0 + threadIdx.x;
+    if (i < rows && j < cols) out[(int64_t)j * ld_out + i] = tile[threadIdx.x][dj];
+  }
+}
+
+// Column-major k×k: out = the upper triangle of in (zeros below the diagonal).
+static __global__ void upper_triangle_kernel(float* __restrict__ out, const float* __restrict__ in, int k, int ld_in) {
+  const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= (int64_t)k * k) return;
+  const int i = (int)(e % k), j = (int)(e / k);
+  out[e] = i <= j ? in[(int64_t)j * ld_in + i] : 0.0f;
+}
+
+}  // namespace galore_detail
+
+// Adam on the projected gradient: N = m/(sqrt(v)+eps) after the moment update with grad_scale·R.
+// m, v are read and written; N is overwritten. n = r_rows·r_cols.
+inline void galore_adam(float* N /*(n)*/, float* m /*(n)*/, float* v /*(n)*/, const float* R /*(n)*/, int64_t n,
+                        float grad_scale, float beta1, float beta2, float eps, cudaStream_t stream) {
+  NvtxRange range("galore_adam");
+  KERNEL_REQUIRE(n > 0, "galore_adam", "n must be positive");
+  KERNEL_REQUIRE(N && m && v && R, "galore_adam", "null pointer");
+  const int threads = 256;
+  galore_detail::adam_kernel<<<ceil_div(n, threads), threads, 0, stream>>>(N, m, v, R, n, grad_scale, beta1, beta2,
+                                                                           eps);
+  CUDA_CHECK_LAUNCH();
+}
+
+// W ← W − lr·wd·W − step_size·U on bf16 weights, stochastic rounding with the random bits of
+// adamw_update for (seed, step, index): the same call reproduces the same bits.
+inline void galore_weight_update(bf16* W /*(rows,cols)*/, const float* U /*(rows,cols)*/, int64_t n, float lr,
+                                 float weight_decay, float step_size, int step, uint32_t seed, cudaStream_t stream) {
+  NvtxRange range("galore_weight_update");
+  KERNEL_REQUIRE(n > 0, "galore_weight_update", "n must be positive");
+  KERNEL_REQUIRE(step >= 1, "galore_weight_update", "step counts from 1");
+  KERNEL_REQUIRE(W && U, "galore_weight_update", "null pointer");
+  const int threads = 256;
+  galore_detail::weight_update_kernel<<<ceil_div(n, threads), threads, 0, stream>>>(W, U, n, lr * weight_decay,
+                                                                                    step_size, step, seed);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Row-major out (cols × rows, leading dimension ld_out) = inᵀ, in row-major (rows × cols, ld_in).
+inline void transpose_f32(float* out /*(cols,ld_out)*/, const float* in /*(rows,ld_in)*/, int rows, int cols,
+                          int ld_in, int ld_out, cudaStream_t stream) {
+  NvtxRange range("transpose_f32");
+  KERNEL_REQUIRE(rows > 0 && cols > 0 && ld_in >= cols && ld_out >= rows, "transpose_f32", "bad sizes");
+  KERNEL_REQUIRE(out && in && out != in, "transpose_f32", "null or aliased pointer");
+  const dim3 grid(ceil_div(cols, galore_detail::kTile), ceil_div(rows, galore_detail::kTile));
+  galore_detail::transpose_kernel<<<grid, dim3(galore_detail::kTile, 8), 0, stream>>>(out, in, rows, cols, ld_in,
+                                                                                      ld_out);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Column-major out (k×k) = upper triangle of in (k×k block of a column-major matrix with ld_in):
+// the R of a geqrf result.
+inline void upper_triangle_f32(float* out /*(k,k) col-major*/, const float* in /*(ld_in,k) col-major*/, int k,
+                               int ld_in, cudaStream_t stream) {
+  NvtxRange range("upper_triangle_f32");
+  KERNEL_REQUIRE(k > 0 && ld_in >= k, "upper_triangle_f32", "bad sizes");
+  KERNEL_REQUIRE(out && in, "upper_triangle_f32", "null pointer");
+  const int threads = 256;
+  galore_detail::upper_triangle_kernel<<<ceil_div((int64_t)k * k, threads), threads, 0, stream>>>(out, in, k, ld_in);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Projection, fp32: right R (m×r) = G·Qᵀ; left R (r×n) = Pᵀ·G. Overwrites R.
+//   column-major: right Rᵀ (r×m) = op_T(Q stored n×r)·(G stored n×m); left Rᵀ (n×r) = (G stored n×m)·op_T(P stored r×m)
+inline void galore_project(GemmF32& gemm, float* R /*right (m,r) | left (r,n)*/, const float* G /*(m,n)*/,
+                           const float* projector /*right Q (r,n) | left P (m,r)*/, int m, int n, int r, bool right,
+                           cudaStream_t stream) {
+  NvtxRange range("galore_project");
+  KERNEL_REQUIRE(m > 0 && n > 0 && r > 0 && r <= (m < n ? m : n), "galore_project", "need 1 <= r <= min(m, n)");
+  if (right) gemm.gemm(true, false, r, m, n, 1.0f, projector, n, G, n, 0.0f, R, r, stream);
+  else gemm.gemm(false, true, n, r, m, 1.0f, G, n, projector, r, 0.0f, R, n, stream);
+}
+
+// Back-projection, fp32: right U (m×n) = alpha·N·Q; left U = alpha·P·N. Overwrites U.
+//   column-major Uᵀ (n×m): right (Q stored n×r)·(N stored r×m); left (N stored n×r)·(P stored r×m)
+inline void galore_back_project(GemmF32& gemm, float* U /*(m,n)*/, const float* N /*right (m,r) | left (r,n)*/,
+                                const float* projector /*right Q (r,n) | left P (m,r)*/, int m, int n, int r, bool right,
+                                float alpha, cudaStream_t stream) {
+  NvtxRange range("galore_back_project");
+  KERNEL_REQUIRE(m > 0 && n > 0 && r > 0 && r <= (m < n ? m : n), "galore_back_project", "need 1 <= r <= min(m, n)");
+  if (right) gemm.gemm(false, false, n, m, r, alpha, projector, n, N, r, 0.0f, U, n, stream);
+  else gemm.gemm(false, false, n, m, r, alpha, N, n, projector, r, 0.0f, U, n, stream);
+}
+
+}  // namespace owlore
