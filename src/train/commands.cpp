@@ -16,7 +16,10 @@
 #include "model/decode_cpu.h"
 #include "model/layout.h"
 #include "model/model_cpu.h"
+#include "optim/outliers.h"
+#include "optim/outliers_gpu.h"
 #include "train/backend.h"
+#include "train/trainer.h"
 
 namespace owlore {
 
@@ -157,6 +160,62 @@ void run_tokenize(const std::string& model_path, const std::string& data_path, c
                  ": instruction data carries a loss mask, which token files do not store; train on the JSONL directly");
   write_token_file(out_path, stream.tokens);
   std::printf("wrote %s: %zu tokens\n", out_path.c_str(), stream.tokens.size());
+}
+
+void run_outliers(const OutliersOptions& o) {
+  OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
+  OWLORE_REQUIRE(!o.out_path.empty(), "-o/--out is required");
+  OWLORE_REQUIRE(o.model_path.empty() != o.preset.empty(), "give exactly one of --preset and --model");
+  OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
+  OWLORE_REQUIRE(o.threshold > 0, "--threshold must be > 0, got ", o.threshold);
+  OWLORE_REQUIRE(o.samples >= 1, "--samples must be >= 1, got ", o.samples);
+  OWLORE_REQUIRE(o.seq >= 1, "--seq must be >= 1, got ", o.seq);
+  OWLORE_REQUIRE(o.batch >= 1, "--batch must be >= 1, got ", o.batch);
+  LoadedModel model;
+  if (!o.model_path.empty()) {
+    model = load_model(o.model_path);
+  } else {
+    // The same fresh weights as `eval --preset`.
+    model.config = preset_config(o.preset);
+    model.weights.resize(ModelLayout(model.config).total);
+    init_weights(ModelLayout(model.config), model.weights.data(), 1);
+  }
+  const ModelConfig& config = model.config;
+  OWLORE_REQUIRE(o.seq <= config.max_seq || config.max_seq <= 0, "--seq ", o.seq, " does not fit the model's context of ",
+                 config.max_seq, " tokens");
+  const ModelLayout layout(config);
+  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
+  if (!tokenizer)
+    OWLORE_REQUIRE(config.vocab >= 256, "byte-level data needs a vocabulary of at least 256 tokens; model '",
+                   config.name, "' has ", config.vocab);
+  InstructOptions instruct;
+  instruct.skip_bad_lines = o.skip_bad_lines;
+  const TokenStream stream = load_token_stream(o.data_path, tokenizer.get(), instruct);
+  // Packed as `train --seq <seq>` packs it (default held-out fraction), so the calibration rows are
+  // the first training rows a run with the same --seq would compute D on.
+  const Dataset data = pack_dataset(stream.tokens, stream.loss_mask, o.seq, TrainOptions{}.val_fraction);
+  OWLORE_REQUIRE(data.max_token < config.vocab, o.data_path, ": token ", data.max_token,
+                 " is outside the model's vocabulary of ", config.vocab);
+  const int n = (int)std::min<int64_t>(o.samples, data.train.count());
+  std::vector<int32_t> tokens((int64_t)n * o.seq);
+  for (int r = 0; r < n; r++)
+    std::copy_n(data.train.tokens.begin() + (int64_t)r * data.train.row_len, o.seq, tokens.begin() + (int64_t)r * o.seq);
+  std::printf("owlore outliers | %s | %d layers | device %s | M = %g\n", config.name.c_str(), config.n_layers,
+              o.device.c_str(), o.threshold);
+  std::printf("calibration: %d of %d requested sequences x %d tokens from %s (%lld training rows available)\n", n,
+              o.samples, o.seq, o.data_path.c_str(), (long long)data.train.count());
+  OutlierOptions options;
+  options.threshold = o.threshold;
+  options.batch_sequences = o.batch;
+  const std::vector<double> D =
+      o.device == "cpu" ? compute_outlier_distribution(layout, model.weights.data(), tokens.data(), n, o.seq, options)
+                        : compute_outlier_distribution_gpu(layout, model.weights, tokens.data(), n, o.seq, options);
+  const std::vector<double> weights = outlier_sampling_weights(D);
+  const double total = std::accumulate(weights.begin(), weights.end(), 0.0);
+  std::printf("layer  D (%%)     sampling p\n");
+  for (int l = 0; l < config.n_layers; l++) std::printf("%5d  %8.4f  %.4f\n", l, D[l], weights[l] / total);
+  write_outlier_file(o.out_path, D, OutlierMetadata{config.name, o.threshold, n, o.seq});
+  std::printf("wrote %s\n", o.out_path.c_str());
 }
 
 }  // namespace owlore

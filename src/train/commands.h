@@ -1,4 +1,4 @@
-// The subcommands besides train: info, generate, eval, convert, tokenize. Each takes its
+// The subcommands besides train: info, generate, eval, convert, tokenize, outliers. Each takes its
 // options struct and throws owlore::Error with a message naming the problem.
 #pragma once
 #include <cstdint>
@@ -34,5 +34,19 @@ void run_convert(const std::string& model_path, const std::string& out_dir, cons
 // Tokenizes data with the model's tokenizer into an OWLTOK1 token file.
 void run_tokenize(const std::string& model_path, const std::string& data_path, const std::string& out_path,
                   bool skip_bad_lines);
+
+// owlore outliers: the layerwise outlier distribution D_ℓ (DESIGN.md §1) of a model on calibration
+// rows of the data, tokenized and packed as training does (the first `samples` training rows of
+// seq tokens, fewer if the data has fewer). Prints D and the sampling probabilities per layer and
+// writes the file that `train --outliers` reads.
+struct OutliersOptions {
+  std::string model_path, preset, data_path, device = "cpu", out_path;
+  double threshold = 13.0;  // M
+  int samples = 128;        // calibration sequences
+  int seq = 2048;           // tokens per sequence
+  int batch = 4;            // sequences per forward (memory only)
+  bool skip_bad_lines = false;
+};
+void run_outliers(const OutliersOptions& options);
 
 }  // namespace owlore

@@ -138,6 +138,23 @@ void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, st
   tokenize->callback([&] { run_tokenize(tok_model, tok_data, tok_out, tok_skip); });
 }
 
+void add_outliers_command(CLI::App& app, OutliersOptions& o) {
+  CLI::App* outliers = app.add_subcommand("outliers", "layerwise outlier distribution D (for --method owlore/ows) into a file");
+  outliers->add_option("--model", o.model_path, "model to score (safetensors dir/file or GGUF)");
+  outliers->add_option("--preset", o.preset, "or a preset with fresh weights");
+  outliers->add_option("--data", o.data_path, "calibration data (text, JSONL or token file), packed as train does")
+      ->required();
+  outliers->add_option("--device", o.device, "cpu or cuda")->capture_default_str();
+  outliers->add_option("--threshold", o.threshold, "outlier score threshold M (x mean)")->capture_default_str();
+  outliers->add_option("--samples", o.samples, "calibration sequences (fewer if the data has fewer)")
+      ->capture_default_str();
+  outliers->add_option("--seq", o.seq, "tokens per calibration sequence")->capture_default_str();
+  outliers->add_option("--batch", o.batch, "sequences per forward (memory only)")->capture_default_str();
+  outliers->add_flag("--skip-bad-lines", o.skip_bad_lines, "JSONL: skip (and report) malformed lines");
+  outliers->add_option("-o,--out", o.out_path, "output file (JSON, read by train --outliers)")->required();
+  outliers->callback([&o] { run_outliers(o); });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,6 +169,8 @@ int main(int argc, char** argv) {
   bool tok_skip = false;
   add_other_commands(app, generate_options, eval_options, info_model, convert_model, convert_out, convert_dtype,
                      tok_model, tok_data, tok_out, tok_skip);
+  OutliersOptions outliers_options;
+  add_outliers_command(app, outliers_options);
   if (argc > 1 && argv[1][0] != '-') {
     std::vector<std::string> commands;
     for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) commands.push_back(sub->get_name());

@@ -23,6 +23,7 @@
 #include "model/model_cpu.h"
 #include "optim/adamw_cpu.h"
 #include "optim/outliers.h"
+#include "optim/outliers_gpu.h"
 #include "optim/sampler.h"
 #include "train/backend.h"
 #include "train/flops.h"
@@ -106,12 +107,11 @@ Dataset load_training_data(const TrainOptions& o, const ModelConfig& config, con
 }
 
 // The layerwise outlier distribution for owlore/ows: read from --outliers, else computed on the
-// CPU from calibration rows of the training data and cached beside the metrics.
+// run's device (CPU fp32, or GPU bf16: optim/outliers_gpu.h) from calibration rows of the
+// training data and cached beside the metrics.
 std::vector<double> outlier_distribution(const TrainOptions& o, const ModelLayout& layout,
                                          const std::vector<float>& weights, const Dataset& data) {
   if (!o.outliers_path.empty()) return read_outlier_file(o.outliers_path, layout.config.n_layers).D;
-  OWLORE_REQUIRE(o.device == "cpu", "--method ", o.method, " --device cuda needs --outliers FILE (write it with "
-                 "`owlore outliers --model M --data D -o FILE`)");
   const int seq = std::min(o.outlier_seq, data.train.row_len - 1);
   const int n = (int)std::min<int64_t>(o.outlier_samples, data.train.count());
   std::vector<int32_t> tokens((int64_t)n * seq);
@@ -119,7 +119,11 @@ std::vector<double> outlier_distribution(const TrainOptions& o, const ModelLayou
     std::copy_n(data.train.tokens.begin() + (int64_t)r * data.train.row_len, seq, tokens.begin() + (int64_t)r * seq);
   OutlierOptions options;
   options.threshold = o.outlier_threshold;
-  std::vector<double> D = compute_outlier_distribution(layout, weights.data(), tokens.data(), n, seq, options);
+  // The GPU calibration's model lives only for this call: its memory is free again before the
+  // training backend plans its own.
+  std::vector<double> D = o.device == "cuda"
+                              ? compute_outlier_distribution_gpu(layout, weights, tokens.data(), n, seq, options)
+                              : compute_outlier_distribution(layout, weights.data(), tokens.data(), n, seq, options);
   write_outlier_file(o.out_dir + "/outliers.json", D, OutlierMetadata{layout.config.name, o.outlier_threshold, n, seq});
   return D;
 }
