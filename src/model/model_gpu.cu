@@ -54,6 +54,7 @@ struct GpuModel::Impl {
   int i_weights, i_x_final, i_ln_f, i_rstd_f, i_losses, i_inputs, i_targets;
   int i_dx, i_dln, i_dtmp, i_dh, i_dgate_up, i_datt, i_dqkv, i_proj;
   int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload;
+  int i_ln_scratch = -1, i_h_scratch = -1, i_rstd_scratch = -1;  // Recompute::cheap
   std::vector<LayerBuffers> idx;
   size_t lm_ws_bytes = 0, enc_ws_bytes = 0;
 
@@ -63,7 +64,7 @@ struct GpuModel::Impl {
   };
   std::vector<LayerPtrs> act;
   bf16 *weights, *x_final, *ln_f, *dx, *dln, *dtmp, *dh, *dgate_up, *datt, *dqkv, *proj, *lm_ws;
-  float *rstd_f, *losses, *rms_scratch, *attn_ws, *upload;
+  float *rstd_f, *losses, *rms_scratch, *attn_ws, *upload, *rstd_scratch = nullptr;
   int *inputs, *targets;
   void* enc_ws;
   std::vector<float> losses_host;
@@ -85,20 +86,26 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   const int C = c.d_model, F = c.ffn, V = c.vocab, qkv_dim = c.q_dim() + 2 * c.kv_dim();
   const size_t bf = sizeof(bf16), f4 = sizeof(float);
   m.i_weights = plan.add(Arena::Weights, "weights", layout.total * bf, "bf16");
+  const bool cheap = options.recompute == Recompute::cheap;
+  if (cheap) {  // one buffer each, shared by every layer: recomputed when the backward needs them
+    m.i_ln_scratch = plan.add(Arena::Workspace, "norm out (recomputed)", N * C * bf, "bf16");
+    m.i_h_scratch = plan.add(Arena::Workspace, "swiglu out (recomputed)", N * F * bf, "bf16");
+    m.i_rstd_scratch = plan.add(Arena::Workspace, "rstd (recomputed)", N * f4, "fp32");
+  }
   for (int l = 0; l < c.n_layers; l++) {
     const std::string p = "layer " + std::to_string(l) + " ";
     Impl::LayerBuffers b;
     b.x_in = plan.add(Arena::Activations, p + "x", N * C * bf, "bf16");
-    b.ln1 = plan.add(Arena::Activations, p + "ln1", N * C * bf, "bf16");
+    b.ln1 = cheap ? m.i_ln_scratch : plan.add(Arena::Activations, p + "ln1", N * C * bf, "bf16");
     b.rstd1 = plan.add(Arena::Activations, p + "rstd1", N * f4, "fp32");
     b.qkv = plan.add(Arena::Activations, p + "qkv", N * qkv_dim * bf, "bf16");
     b.att = plan.add(Arena::Activations, p + "attention", N * c.q_dim() * bf, "bf16");
     b.lse = plan.add(Arena::Activations, p + "lse", N * c.n_heads * f4, "fp32");
     b.x_mid = plan.add(Arena::Activations, p + "x_mid", N * C * bf, "bf16");
-    b.ln2 = plan.add(Arena::Activations, p + "ln2", N * C * bf, "bf16");
+    b.ln2 = cheap ? m.i_ln_scratch : plan.add(Arena::Activations, p + "ln2", N * C * bf, "bf16");
     b.rstd2 = plan.add(Arena::Activations, p + "rstd2", N * f4, "fp32");
     b.gate_up = plan.add(Arena::Activations, p + "gate_up", N * 2 * F * bf, "bf16");
-    b.h = plan.add(Arena::Activations, p + "swiglu", N * F * bf, "bf16");
+    b.h = cheap ? m.i_h_scratch : plan.add(Arena::Activations, p + "swiglu", N * F * bf, "bf16");
     m.idx.push_back(b);
   }
   m.i_x_final = plan.add(Arena::Activations, "final x", N * C * bf, "bf16");
@@ -166,6 +173,7 @@ void GpuModel::bind(const MemoryPlan& plan) {
   m.rms_scratch = plan.as<float>(m.i_rms_scratch);
   m.attn_ws = plan.as<float>(m.i_attn_ws);
   m.upload = plan.as<float>(m.i_upload);
+  if (m.i_rstd_scratch >= 0) m.rstd_scratch = plan.as<float>(m.i_rstd_scratch);
   m.losses_host.resize(m.N);
 }
 
@@ -327,6 +335,11 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     float* lg = mask.layers[l] ? g.layer[l] : nullptr;
     OWLORE_REQUIRE(!mask.layers[l] || lg, "GPU model: layer ", l, " trains but has no gradient buffer");
     auto grad = [&](int64_t offset) { return lg ? lg + (offset - p.begin) : (float*)nullptr; };
+    const bool recompute = m.opt.recompute == Recompute::cheap;
+    if (recompute) {  // the MLP's inputs: swiglu(gate_up) and rmsnorm(x_mid) into the shared buffers
+      swiglu_forward(a.h, a.gate_up, N, F, s);
+      rmsnorm_forward(a.ln2, m.rstd_scratch, a.x_mid, m.w(p.mlp_norm), N, C, c.norm_eps, s);
+    }
     mm.backward(m.dh, grad(p.wdown), m.dx, a.h, m.w(p.wdown), N, F, C, s);
     swiglu_backward(m.dgate_up, m.dh, a.gate_up, N, F, s);
     mm.backward(m.dln, grad(p.wgate_up), m.dgate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s);
@@ -335,6 +348,7 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     mm.backward(m.datt, grad(p.wo), m.dx, a.att, m.w(p.wo), N, c.q_dim(), C, s);
     attention_backward(m.dqkv, m.datt, a.qkv, a.att, a.lse, B, T, Hq, Hkv, hd, m.attn_ws, s);
     rope_backward(m.dqkv, m.dqkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
+    if (recompute) rmsnorm_forward(a.ln1, m.rstd_scratch, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
     mm.backward(m.dln, grad(p.wqkv), m.dqkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s);
     rmsnorm_backward(m.dtmp, grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
     residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
