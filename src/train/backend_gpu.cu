@@ -3,6 +3,13 @@
 // number of (gradient, moments) slots allocated once at start; when the trained set changes, a
 // layer that stays keeps its slot, a new layer takes a free slot with fresh (zeroed) state, and
 // nothing is allocated or freed (DESIGN.md §2).
+// With OptimizerOptions::galore (owlore, galore) the 2-D matrices of trained decoder layers step
+// with GaLore-Adam (optim/galore_gpu: projector, low-rank moments and step per (slot, matrix), in
+// memory allocated once for the slots); their norms and the global tensors keep AdamW. A layer
+// joining a slot starts fresh: no projector, zero moments, step 0 (as the CPU backend).
+// Gradients: GaLore still reads the slot's full fp32 gradient buffer (and overwrites it with the
+// back-projected update U, cleared after the step). DESIGN.md §2's "no gradient buffers" — project
+// each dW to R as the backward produces it, accumulate R — is a later step.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -12,6 +19,7 @@
 #include "kernels/adamw.cuh"
 #include "model/model_gpu.h"
 #include "optim/adamw_cpu.h"
+#include "optim/galore_gpu.h"
 #include "train/backend.h"
 
 namespace owlore {
@@ -22,7 +30,10 @@ class GpuBackend final : public TrainBackend {
  public:
   GpuBackend(const ModelLayout& layout, const std::vector<float>& weights, const OptimizerOptions& o, int max_batch,
              int seq, int n_slots, int lm_head_chunk_tokens)
-      : layout_(layout), options_(o), n_slots_(std::min(n_slots, layout.config.n_layers)) {
+      : layout_(layout),
+        options_(o),
+        n_slots_(std::min(n_slots, layout.config.n_layers)),
+        projector_rng_(o.seed ^ 0x6A09E667F3BCC909ull) {  // the CPU backend's seed for the same draws
     OWLORE_REQUIRE(o.moments == "fp32" || o.moments == "bf16", "--moments must be fp32 or bf16, got '", o.moments, "'");
     OWLORE_REQUIRE(cuda_available(), "--device cuda: no CUDA device is present (use --device cpu)");
     const ModelConfig& c = layout.config;
@@ -30,6 +41,8 @@ class GpuBackend final : public TrainBackend {
     const int64_t V = c.vocab, C = c.d_model;
     const size_t moment_bytes = o.moments == "fp32" ? 4 : 2;
     const int64_t layer_params = c.layer_params();
+    // Full-rank slot moments cover the whole layer, or under GaLore only its two norms.
+    slot_moment_params_ = o.galore ? 2 * C : layer_params;
     // Global tensors (embedding, final norm, untied head) train for the whole run.
     i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding", V * C * 4, "fp32");
     i_grad_final_norm_ = plan_.add(Arena::Gradients, "final norm", C * 4, "fp32");
@@ -39,11 +52,15 @@ class GpuBackend final : public TrainBackend {
     const int64_t global_params = V * C * (c.tied_embeddings ? 1 : 2) + C;
     i_moments_global_ = plan_.add(Arena::OptimizerState, "Adam m, v (embedding, head, norm)",
                                   2 * global_params * moment_bytes, o.moments);
-    i_moments_slots_ = plan_.add(Arena::OptimizerState, "Adam m, v (" + std::to_string(n_slots_) + " layer slots)",
-                                 2 * n_slots_ * layer_params * moment_bytes, o.moments);
+    i_moments_slots_ = plan_.add(Arena::OptimizerState,
+                                 std::string(o.galore ? "Adam m, v (norms of " : "Adam m, v (") +
+                                     std::to_string(n_slots_) + " layer slots)",
+                                 2 * n_slots_ * slot_moment_params_ * moment_bytes, o.moments);
+    if (o.galore) plan_galore(layout);
     i_scratch_ = plan_.add(Arena::Workspace, "norm scratch", (sum_squares_scratch_floats() + 1) * 4, "fp32");
     plan_.allocate();
     model_->bind(plan_);
+    if (o.galore) bind_galore();
     model_->upload_weights(weights.data());
     const cudaStream_t s = model_->stream();
     // Gradients and moments start at zero; after this, only slot resets touch them.
@@ -82,7 +99,7 @@ class GpuBackend final : public TrainBackend {
         const int slot = (int)(std::find(layer_of_slot_.begin(), layer_of_slot_.end(), -1) - layer_of_slot_.begin());
         slot_of_layer_[l] = slot;
         layer_of_slot_[slot] = l;
-        reset_slot(slot);
+        reset_slot(slot);  // full-rank moments and GaLore state of the slot
         for (size_t i = 0; i < layout_.tensors.size(); i++)
           if (layout_.tensors[i].layer == l) tensor_steps_[i] = 0;
       }
@@ -124,9 +141,16 @@ class GpuBackend final : public TrainBackend {
     NvtxRange range("optimizer");
     bf16* weights = static_cast<bf16*>(model_->weights_device());
     for_each_trained([&](const TensorSlot& t, size_t index, const float* grad, int64_t moment_offset) {
+      const uint32_t seed = (uint32_t)(options_.seed * 2654435761u) ^ (uint32_t)(index * 0x9E3779B9u);
+      if (is_galore(t)) {
+        // The slot's gradient buffer is ours and is cleared below: GaLore reuses it for U.
+        const double energy = galore_->step(weights + t.offset, const_cast<float*>(grad), galore_state(t, index), lr,
+                                            clip_scale, seed, projector_rng_);
+        if (energy >= 0) last_captured_energy_ = energy;
+        return;
+      }
       const int step = ++tensor_steps_[index];
       const float wd = t.is_matrix() ? options_.weight_decay : 0.0f;
-      const uint32_t seed = (uint32_t)(options_.seed * 2654435761u) ^ (uint32_t)(index * 0x9E3779B9u);
       if (options_.moments == "fp32") {
         float* m = plan_.as<float>(moment_block(t)) + moment_offset;
         adamw_update(weights + t.offset, m, m + moment_stride(t), (float*)nullptr, grad, t.numel(), lr, options_.beta1,
@@ -152,12 +176,21 @@ class GpuBackend final : public TrainBackend {
   void save_state(StateBundle& out) override {
     read_weights(out.tensors["weights"]);
     nlohmann::json steps = nlohmann::json::object();
+    nlohmann::json galore = nlohmann::json::object();
     for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
+      if (is_galore(t)) {
+        save_galore(out, galore, t, galore_state(t, index));
+        return;
+      }
       out.tensors["adam." + t.name + ".m"] = read_moments(t, offset);
       out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
       steps[t.name] = tensor_steps_[index];
     });
     out.meta["adam.steps"] = steps;
+    if (options_.galore) {
+      out.meta["galore"] = galore;
+      out.meta["projector_rng"] = std::to_string(projector_rng_.state);
+    }
   }
 
   void load_state(const StateBundle& in) override {
@@ -167,11 +200,17 @@ class GpuBackend final : public TrainBackend {
     model_->upload_weights(w.data());
     const auto& steps = in.meta.at("adam.steps");
     for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
+      if (is_galore(t)) {
+        load_galore(in, t, galore_state(t, index));
+        return;
+      }
       OWLORE_REQUIRE(steps.contains(t.name), "trainer state has no optimizer state for ", t.name);
       write_moments(t, offset, in.tensors.at("adam." + t.name + ".m"));
       write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
       tensor_steps_[index] = steps[t.name].get<int>();
     });
+    if (options_.galore && in.meta.contains("projector_rng"))
+      projector_rng_.state = std::stoull(in.meta.at("projector_rng").get<std::string>());
     CUDA_CHECK(cudaStreamSynchronize(model_->stream()));
   }
 
@@ -192,8 +231,92 @@ class GpuBackend final : public TrainBackend {
     const int64_t n = layout_.config.layer_params();
     const size_t moment_bytes = options_.moments == "fp32" ? 4 : 2;
     CUDA_CHECK(cudaMemsetAsync(slot_grads(slot), 0, n * 4, s));
-    char* moments = static_cast<char*>(plan_.ptr(i_moments_slots_)) + (size_t)slot * 2 * n * moment_bytes;
-    CUDA_CHECK(cudaMemsetAsync(moments, 0, 2 * n * moment_bytes, s));
+    char* moments = static_cast<char*>(plan_.ptr(i_moments_slots_)) + (size_t)slot * 2 * slot_moment_params_ * moment_bytes;
+    CUDA_CHECK(cudaMemsetAsync(moments, 0, 2 * slot_moment_params_ * moment_bytes, s));
+    if (galore_)
+      for (int j = 0; j < galore_matrices_per_layer_; j++) galore_gpu_reset(galore_states_[slot * galore_matrices_per_layer_ + j], s);
+  }
+
+  // ---- GaLore (owlore, galore) ----
+  bool is_galore(const TensorSlot& t) const { return galore_ && t.layer >= 0 && t.is_matrix(); }
+  GaloreGpuMatrix& galore_state(const TensorSlot& t, size_t index) {
+    return galore_states_[slot_of_layer_[t.layer] * galore_matrices_per_layer_ + matrix_ordinal_[index]];
+  }
+  // Plans the per-slot GaLore state (projector, m, v of every matrix of a layer; all decoder
+  // layers have the same shapes) and the refresh workspace, sized for the largest matrix.
+  void plan_galore(const ModelLayout& layout) {
+    galore_config_ = options_.galore_config;
+    galore_config_.beta1 = options_.beta1, galore_config_.beta2 = options_.beta2, galore_config_.eps = options_.eps;
+    galore_config_.weight_decay = options_.weight_decay;
+    matrix_ordinal_.assign(layout.tensors.size(), -1);
+    std::vector<int> count(layout.config.n_layers, 0);
+    for (size_t i = 0; i < layout.tensors.size(); i++) {
+      const TensorSlot& t = layout.tensors[i];
+      if (t.layer < 0 || !t.is_matrix()) continue;
+      matrix_ordinal_[i] = count[t.layer]++;
+      if (t.layer == 0) {
+        galore_shapes_.push_back({(int)t.rows, (int)t.cols});
+        galore_state_offsets_.push_back(galore_slot_floats_);
+        galore_slot_floats_ += galore_gpu_state_floats((int)t.rows, (int)t.cols, galore_config_);
+      }
+    }
+    galore_matrices_per_layer_ = (int)galore_shapes_.size();
+    galore_ = std::make_unique<GaloreGpu>(galore_config_, galore_shapes_, model_->stream());
+    i_galore_state_ = plan_.add(Arena::OptimizerState,
+                                "GaLore projectors, m, v (" + std::to_string(n_slots_) + " slots, rank " +
+                                    std::to_string(galore_config_.rank) + ")",
+                                (size_t)n_slots_ * galore_slot_floats_ * 4, "fp32");
+    i_galore_workspace_ = plan_.add(Arena::Workspace,
+                                    std::string("GaLore refresh (") +
+                                        (galore_config_.mode == ProjectorMode::exact ? "exact SVD" : "randomized") + ")",
+                                    galore_->workspace_bytes(), "fp32");
+  }
+  void bind_galore() {
+    galore_->bind(plan_.ptr(i_galore_workspace_));
+    float* base = plan_.as<float>(i_galore_state_);
+    for (int slot = 0; slot < n_slots_; slot++)
+      for (int j = 0; j < galore_matrices_per_layer_; j++)
+        galore_states_.push_back(galore_gpu_matrix(galore_shapes_[j].first, galore_shapes_[j].second, galore_config_,
+                                                   base + slot * galore_slot_floats_ + galore_state_offsets_[j]));
+  }
+  std::vector<float> download(const float* device, int64_t n) {
+    std::vector<float> host(n);
+    const cudaStream_t s = model_->stream();
+    CUDA_CHECK(cudaMemcpyAsync(host.data(), device, n * 4, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    return host;
+  }
+  void upload(float* device, const std::vector<float>& host, int64_t n, const std::string& what) {
+    OWLORE_REQUIRE((int64_t)host.size() == n, "trainer state: ", what, " has ", host.size(), " values, expected ", n);
+    const cudaStream_t s = model_->stream();
+    CUDA_CHECK(cudaMemcpyAsync(device, host.data(), n * 4, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+  // The CPU backend's format: galore.<name>.{projector,m,v} and meta galore[name].
+  void save_galore(StateBundle& out, nlohmann::json& meta, const TensorSlot& t, const GaloreGpuMatrix& st) {
+    out.tensors["galore." + t.name + ".projector"] =
+        st.has_projector ? download(st.projector, st.projector_numel()) : std::vector<float>{};
+    out.tensors["galore." + t.name + ".m"] = download(st.m, st.r_numel());
+    out.tensors["galore." + t.name + ".v"] = download(st.v, st.r_numel());
+    meta[t.name] = {{"rows", st.rows}, {"cols", st.cols}, {"rank", st.rank},
+                    {"right", st.side == ProjectionSide::right}, {"step", st.step},
+                    {"refreshes", st.refreshes}, {"captured_energy", st.captured_energy}};
+  }
+  void load_galore(const StateBundle& in, const TensorSlot& t, GaloreGpuMatrix& st) {
+    galore_gpu_reset(st, model_->stream());
+    if (!in.meta.contains("galore") || !in.meta.at("galore").contains(t.name)) return;  // saved before it trained
+    const auto& j = in.meta.at("galore").at(t.name);
+    OWLORE_REQUIRE(j.at("rows").get<int>() == st.rows && j.at("cols").get<int>() == st.cols &&
+                       j.at("rank").get<int>() == st.rank,
+                   "trainer state: GaLore state of ", t.name, " is for another shape or rank");
+    const std::vector<float>& projector = in.tensors.at("galore." + t.name + ".projector");
+    st.has_projector = !projector.empty();
+    if (st.has_projector) upload(st.projector, projector, st.projector_numel(), t.name + " projector");
+    upload(st.m, in.tensors.at("galore." + t.name + ".m"), st.r_numel(), t.name + " GaLore m");
+    upload(st.v, in.tensors.at("galore." + t.name + ".v"), st.r_numel(), t.name + " GaLore v");
+    st.step = j.at("step").get<int>();
+    st.refreshes = j.at("refreshes").get<int>();
+    st.captured_energy = j.at("captured_energy").get<double>();
   }
   // One moment array of tensor t (element offset inside its block) to and from host floats.
   std::vector<float> read_moments(const TensorSlot& t, int64_t offset) {
@@ -237,9 +360,7 @@ class GpuBackend final : public TrainBackend {
   // The plan entry holding tensor t's moments, the offset of its m (in elements) inside that
   // entry, and the distance from m to v.
   int moment_block(const TensorSlot& t) const { return t.layer < 0 ? i_moments_global_ : i_moments_slots_; }
-  int64_t moment_stride(const TensorSlot& t) const {
-    return t.layer < 0 ? global_params_ : layout_.config.layer_params();
-  }
+  int64_t moment_stride(const TensorSlot& t) const { return t.layer < 0 ? global_params_ : slot_moment_params_; }
 
   // Calls fn(tensor, index, gradient, moment offset) for every trained tensor.
   template <typename Fn>
@@ -252,7 +373,11 @@ class GpuBackend final : public TrainBackend {
         const int slot = slot_of_layer_[t.layer];
         const LayerOffsets& p = layout_.layers[t.layer];
         const int64_t within = t.offset - p.begin;
-        fn(t, i, slot_grads(slot) + within, (int64_t)slot * 2 * c.layer_params() + within);
+        // Moments inside the slot: laid out like the layer, or under GaLore the two norms only
+        // (GaLore matrices get no full-rank moments; their offset is unused).
+        const int64_t within_moments =
+            !options_.galore ? within : t.offset == p.attn_norm ? 0 : t.offset == p.mlp_norm ? c.d_model : 0;
+        fn(t, i, slot_grads(slot) + within, (int64_t)slot * 2 * slot_moment_params_ + within_moments);
       } else {
         const float* grad = t.offset == layout_.embedding   ? plan_.as<float>(i_grad_embedding_)
                             : t.offset == layout_.final_norm ? plan_.as<float>(i_grad_final_norm_)
@@ -265,6 +390,7 @@ class GpuBackend final : public TrainBackend {
   const ModelLayout& layout_;
   OptimizerOptions options_;
   int n_slots_;
+  int64_t slot_moment_params_ = 0;  // full-rank Adam parameters per slot
   MemoryPlan plan_;
   std::unique_ptr<GpuModel> model_;
   int i_grad_embedding_ = -1, i_grad_final_norm_ = -1, i_grad_head_ = -1, i_slot_grads_ = -1;
@@ -276,6 +402,18 @@ class GpuBackend final : public TrainBackend {
   TrainMask mask_;
   GradTargets grad_targets_;
   double peak_ = 0;
+  // GaLore: one state per (slot, matrix of the layer), views into plan memory.
+  std::unique_ptr<GaloreGpu> galore_;
+  GaloreConfig galore_config_;
+  std::vector<std::pair<int, int>> galore_shapes_;  // the matrices of a layer, in arena order
+  std::vector<int64_t> galore_state_offsets_;       // floats from the slot's start
+  int64_t galore_slot_floats_ = 0;
+  int galore_matrices_per_layer_ = 0;
+  std::vector<int> matrix_ordinal_;  // per layout tensor: which matrix of its layer, or -1
+  std::vector<GaloreGpuMatrix> galore_states_;
+  int i_galore_state_ = -1, i_galore_workspace_ = -1;
+  Rng projector_rng_;  // Ω of cold randomized refreshes (fast mode), saved with the state
+  double last_captured_energy_ = -1;
 };
 
 }  // namespace

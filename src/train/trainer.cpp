@@ -66,9 +66,6 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.projector == "exact" || o.projector == "fast", "--projector must be exact or fast, got '",
                  o.projector, "'");
   OWLORE_REQUIRE(o.outlier_threshold > 0, "--outlier-threshold must be > 0, got ", o.outlier_threshold);
-  OWLORE_REQUIRE(!((o.method == "owlore" || o.method == "galore") && o.device == "cuda"),
-                 "--method ", o.method, " --device cuda: GaLore on the GPU is not built yet (use --device cpu, or "
-                 "--method ows for outlier-weighted sampling with full-rank Adam)");
 }
 
 }  // namespace
