@@ -27,13 +27,8 @@ namespace owlore {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char templ[] = "/tmp/owlore_ckpt_XXXXXX";
-    path = mkdtemp(templ);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("ckpt") {}
 };
 
 std::string read_file(const std::string& path) {

@@ -54,11 +54,7 @@ TEST(FixturesGpu, RandomModelWithinPyTorchBf16Error) {
   gpu.upload_weights(model.weights.data());
   test::DeviceBuffer<float> grads(layout.total);
   CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
-  GradTargets g;
-  g.embedding = grads.ptr + layout.embedding;
-  g.final_norm = grads.ptr + layout.final_norm;
-  g.lm_head = model.config.tied_embeddings ? nullptr : grads.ptr + layout.lm_head;
-  for (const LayerOffsets& p : layout.layers) g.layer.push_back(grads.ptr + p.begin);
+  const GradTargets g = arena_grad_targets(layout, grads.ptr);
   const double loss_sum = gpu.forward_backward(inputs.data(), targets.data(), B, 1.0f / kept, g,
                                                TrainMask::all(model.config.n_layers));
   const auto bound_of = [&](const std::string& key) { return std::stod(fixture.metadata().at(key)); };

@@ -23,13 +23,8 @@ namespace owlore {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char templ[] = "/tmp/owlore_gguf_XXXXXX";
-    path = mkdtemp(templ);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("gguf") {}
 };
 
 // ---- a small GGUF writer (tests only) ---------------------------------------------------------

@@ -55,11 +55,7 @@ TEST_P(GpuModelVsCpu, LossAndEveryGradientMatchTheTwin) {
   gpu.upload_weights(w.data());
   test::DeviceBuffer<float> grads(layout.total);
   CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
-  GradTargets g;
-  g.embedding = grads.ptr + layout.embedding;
-  g.final_norm = grads.ptr + layout.final_norm;
-  g.lm_head = cfg.tied_embeddings ? nullptr : grads.ptr + layout.lm_head;
-  for (const LayerOffsets& p : layout.layers) g.layer.push_back(grads.ptr + p.begin);
+  const GradTargets g = arena_grad_targets(layout, grads.ptr);
   const double gpu_loss = gpu.forward_backward(inputs.data(), targets.data(), c.B, 1.0f / kept, g,
                                                TrainMask::all(cfg.n_layers));
   const double loss_err = std::abs(gpu_loss - cpu_loss) / std::abs(cpu_loss);
@@ -146,11 +142,7 @@ TEST(GpuModel, CheapRecomputeGivesTheSameGradients) {
     gpu.upload_weights(w.data());
     test::DeviceBuffer<float> grads(layout.total);
     CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
-    GradTargets g;
-    g.embedding = grads.ptr + layout.embedding;
-    g.final_norm = grads.ptr + layout.final_norm;
-    g.lm_head = grads.ptr + layout.lm_head;
-    for (const LayerOffsets& p : layout.layers) g.layer.push_back(grads.ptr + p.begin);
+    const GradTargets g = arena_grad_targets(layout, grads.ptr);
     losses[results.size()] =
         gpu.forward_backward(inputs.data(), targets.data(), B, 1.0f / N, g, TrainMask::all(cfg.n_layers));
     results.push_back(grads.download());

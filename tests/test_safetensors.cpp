@@ -18,13 +18,8 @@ namespace owlore {
 namespace {
 namespace fs = std::filesystem;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char templ[] = "/tmp/owlore_st_XXXXXX";
-    path = mkdtemp(templ);
-  }
-  ~TempDir() { fs::remove_all(path); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("st") {}
 };
 
 void write_bytes(const std::string& path, const std::string& bytes) {

@@ -14,6 +14,7 @@
 #include "base/rng.h"
 #include "io/dataset.h"
 #include "io/gguf.h"
+#include "io/model_tokenizer.h"
 #include "io/tokenizer.h"
 
 namespace owlore {
@@ -371,16 +372,8 @@ TEST(TokenizerSmolLM2, GgufVocabularyEncodesLikeTheCommittedOne) {
       if (entry.path().extension() == ".gguf") path = entry.path().string();
   if (path.empty()) GTEST_SKIP() << "no SmolLM2 GGUF ($OWLORE_GGUF or ~/.cache/owlore/*.gguf)";
   const GgufFile gguf(path);
-  BpeVocab v;
-  v.tokens = gguf.tokens();
-  v.merges = gguf.merges();
-  for (int64_t t : gguf.token_types()) v.token_types.push_back((int)t);
-  v.bos = (int)gguf.bos_id();
-  v.eos = (int)gguf.eos_id();
-  v.pad = (int)gguf.padding_id();
-  v.pre = gguf.tokenizer_pre();
   ASSERT_EQ(gguf.tokenizer_model(), "gpt2");
-  const Tokenizer tok(std::move(v));
+  const Tokenizer tok(gguf_bpe_vocab(gguf));
   EXPECT_EQ(tok.vocab().tokens, smollm2().vocab().tokens);
   EXPECT_EQ(tok.vocab().merges, smollm2().vocab().merges);
   EXPECT_EQ(tok.vocab().token_types, smollm2().vocab().token_types);

@@ -1,8 +1,11 @@
 // Shared test helpers: seeded random data (never zeros), relative error, NaN poisoning,
 // finite differences, and the GPU presence check that makes GPU tests skip visibly in CI.
 #pragma once
+#include <stdlib.h>
+
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -10,6 +13,18 @@
 #include "base/rng.h"
 
 namespace owlore::test {
+
+// A fresh directory under /tmp, removed with everything in it when the test ends.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& tag = "test") {
+    std::string templ = "/tmp/owlore_" + tag + "_XXXXXX";
+    path = mkdtemp(templ.data());
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 inline std::vector<float> random_vector(int64_t n, uint64_t seed, float scale = 1.0f) {
   Rng rng(seed);

@@ -40,6 +40,15 @@ __global__ void bf16_to_float_kernel(float* out, const bf16* in, int64_t n) {
 }
 }  // namespace
 
+GradTargets arena_grad_targets(const ModelLayout& layout, float* grads) {
+  GradTargets g;
+  g.embedding = grads + layout.embedding;
+  g.final_norm = grads + layout.final_norm;
+  g.lm_head = layout.config.tied_embeddings ? nullptr : grads + layout.lm_head;
+  for (const LayerOffsets& p : layout.layers) g.layer.push_back(grads + p.begin);
+  return g;
+}
+
 struct GpuModel::Impl {
   const ModelLayout& layout;
   GpuModelOptions opt;

@@ -35,6 +35,10 @@ struct GradTargets {
 // bytes less per token and layer).
 enum class Recompute { none, cheap };
 
+// Gradient targets laid out like the weight arena (grads has layout.total floats): every tensor
+// gets a gradient; the tied head's goes to the embedding's.
+GradTargets arena_grad_targets(const ModelLayout& layout, float* grads);
+
 struct GpuModelOptions {
   int max_batch = 1;                    // sequences per micro-batch
   int seq = 1;                          // tokens per sequence
