@@ -388,14 +388,16 @@ TEST(OutlierDistributionGpu, MatchesTheCpuWithinTheBf16BandAndFindsTheOutlierLay
     EXPECT_LE(band, numel / 100) << "layer " << l << ": the bf16 band holds over 1% of the entries";
   }
 
-  // 4. The same outlier layer, found as clearly as on the CPU (tests/test_outliers.cpp).
-  EXPECT_EQ(std::max_element(D_gpu.begin(), D_gpu.end()) - D_gpu.begin(), 1);
-  EXPECT_GT(D_cpu[1], 0.0);
+  // 4. The same outlier layer. On the CPU (2026-11-28, this model and these tokens) layer 1 has 32
+  //    outlier entries, layer 2 has 14 (layer 1's planted weights make large activations that
+  //    layer 2 reads), layer 3 has 4, layer 0 none, and no entry of layers 0 and 1 lies within 5%
+  //    of its cut: the bf16 band (~1%) can move neither, so layer 0 stays at exactly 0 and
+  //    layer 1 within a quarter of its count, and layer 1 stays the largest.
+  const auto largest = [](const std::vector<double>& D) { return std::max_element(D.begin(), D.end()) - D.begin(); };
+  EXPECT_EQ(largest(D_cpu), 1);
+  EXPECT_EQ(largest(D_gpu), 1) << "the GPU finds another outlier layer than the CPU";
+  EXPECT_EQ(D_gpu[0], 0.0);
   EXPECT_LE(std::fabs(D_gpu[1] - D_cpu[1]), 0.25 * D_cpu[1]);
-  for (int l = 0; l < c.n_layers; l++)
-    if (l != 1) {
-      EXPECT_GT(D_gpu[1], 10 * D_gpu[l]) << "layer " << l;
-    }
 
   // 5. Deterministic: a second calibration is bit-identical, and so are the hook's energies.
   const std::vector<double> again =

@@ -89,7 +89,7 @@ static __global__ void column_sum_squares_final_kernel(float* __restrict__ sums,
 
 // Sum over the block in a fixed order (shuffle tree, then warp 0 over the warps' partials).
 template <typename T>
-__device__ __forceinline__ T block_sum_fixed(T x) {
+static __device__ __forceinline__ T block_sum_fixed(T x) {
   __shared__ T warp_sums[32];
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, n_warps = blockDim.x / 32;
   for (int offset = 16; offset > 0; offset >>= 1) x += __shfl_xor_sync(0xffffffffu, x, offset);
@@ -107,7 +107,7 @@ struct ScoredMatrices {
 };
 
 // A_ij exactly as the CPU forms it (see the header comment).
-__device__ __forceinline__ double score(bf16 w, float s) {
+static __device__ __forceinline__ double score(bf16 w, float s) {
   return __dmul_rn(fabs((double)__bfloat162float(w)), sqrt((double)s));
 }
 
