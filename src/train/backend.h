@@ -11,6 +11,7 @@
 #include "base/state_bundle.h"
 #include "model/layout.h"
 #include "model/model_cpu.h"
+#include "model/model_gpu.h"
 #include "optim/galore_cpu.h"
 
 namespace owlore {
@@ -57,11 +58,11 @@ class TrainBackend {
 
 std::unique_ptr<TrainBackend> make_cpu_backend(const ModelLayout& layout, std::vector<float> weights,
                                                const OptimizerOptions& options);
-// max_batch x seq tokens per micro-batch; n_layer_slots: how many decoder layers may train at
-// once (all of them for full fine-tuning, γ for sampling) — their gradient and state slots are
-// allocated once, at start.
+// model: batch x seq tokens per micro-batch, LM-head chunk, recompute level; n_layer_slots: how
+// many decoder layers may train at once (all of them for full fine-tuning, γ for sampling) —
+// their gradient and state slots are allocated once, at start.
 std::unique_ptr<TrainBackend> make_gpu_backend(const ModelLayout& layout, const std::vector<float>& weights,
-                                               const OptimizerOptions& options, int max_batch, int seq,
-                                               int n_layer_slots, int lm_head_chunk_tokens);
+                                               const OptimizerOptions& options, const GpuModelOptions& model,
+                                               int n_layer_slots);
 
 }  // namespace owlore

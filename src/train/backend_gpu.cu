@@ -28,8 +28,8 @@ namespace {
 
 class GpuBackend final : public TrainBackend {
  public:
-  GpuBackend(const ModelLayout& layout, const std::vector<float>& weights, const OptimizerOptions& o, int max_batch,
-             int seq, int n_slots, int lm_head_chunk_tokens)
+  GpuBackend(const ModelLayout& layout, const std::vector<float>& weights, const OptimizerOptions& o,
+             const GpuModelOptions& model_options, int n_slots)
       : layout_(layout),
         options_(o),
         n_slots_(std::min(n_slots, layout.config.n_layers)),
@@ -37,7 +37,7 @@ class GpuBackend final : public TrainBackend {
     OWLORE_REQUIRE(o.moments == "fp32" || o.moments == "bf16", "--moments must be fp32 or bf16, got '", o.moments, "'");
     OWLORE_REQUIRE(cuda_available(), "--device cuda: no CUDA device is present (use --device cpu)");
     const ModelConfig& c = layout.config;
-    model_ = std::make_unique<GpuModel>(layout, GpuModelOptions{max_batch, seq, lm_head_chunk_tokens}, plan_);
+    model_ = std::make_unique<GpuModel>(layout, model_options, plan_);
     const int64_t V = c.vocab, C = c.d_model;
     const size_t moment_bytes = o.moments == "fp32" ? 4 : 2;
     const int64_t layer_params = c.layer_params();
@@ -419,9 +419,9 @@ class GpuBackend final : public TrainBackend {
 }  // namespace
 
 std::unique_ptr<TrainBackend> make_gpu_backend(const ModelLayout& layout, const std::vector<float>& weights,
-                                               const OptimizerOptions& options, int max_batch, int seq,
-                                               int n_layer_slots, int lm_head_chunk_tokens) {
-  return std::make_unique<GpuBackend>(layout, weights, options, max_batch, seq, n_layer_slots, lm_head_chunk_tokens);
+                                               const OptimizerOptions& options, const GpuModelOptions& model,
+                                               int n_layer_slots) {
+  return std::make_unique<GpuBackend>(layout, weights, options, model, n_layer_slots);
 }
 
 }  // namespace owlore

@@ -120,7 +120,7 @@ void run_eval(const EvalOptions& o) {
   if (o.max_batches > 0) batches = std::min<int64_t>(batches, o.max_batches);
   std::unique_ptr<TrainBackend> backend =
       o.device == "cpu" ? make_cpu_backend(layout, model.weights, {})
-                        : make_gpu_backend(layout, model.weights, {}, o.batch, o.seq, 0, 2048);
+                        : make_gpu_backend(layout, model.weights, {}, GpuModelOptions{o.batch, o.seq}, 0);
   std::vector<int32_t> inputs((int64_t)o.batch * o.seq), targets(inputs.size());
   double sum = 0;
   int64_t kept = 0;

@@ -56,6 +56,8 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->add_option("--seed", o.seed, "seed for initialization, data order and sampling")->capture_default_str();
   train->add_flag("--skip-bad-lines", o.skip_bad_lines, "JSONL data: skip (and report) malformed lines instead of stopping");
   train->add_option("--moments", o.moments, "GPU Adam moments: fp32 or bf16")->capture_default_str();
+  train->add_option("--recompute", o.recompute, "GPU: none (keep every activation) or cheap (recompute norms and SwiGLU)")
+      ->capture_default_str();
   train->add_option("--lm-head-chunk", o.lm_head_chunk_tokens, "GPU: tokens per chunk of the fused LM head")
       ->capture_default_str();
   train->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();

@@ -58,6 +58,8 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.lm_head_chunk_tokens >= 1, "--lm-head-chunk must be >= 1, got ", o.lm_head_chunk_tokens);
   OWLORE_REQUIRE(o.profile_first >= 0 && o.profile_last >= o.profile_first,
                  "--profile-steps must be A:B with 1 <= A <= B, got ", o.profile_first, ":", o.profile_last);
+  OWLORE_REQUIRE(o.recompute == "none" || o.recompute == "cheap", "--recompute must be none or cheap, got '",
+                 o.recompute, "'");
   OWLORE_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0, got ", o.stop_at);
   OWLORE_REQUIRE(o.gamma >= 1, "--gamma must be >= 1, got ", o.gamma);
   OWLORE_REQUIRE(o.period >= 1, "--period must be >= 1, got ", o.period);
@@ -179,8 +181,10 @@ TrainResult run_training(const TrainOptions& o) {
   optim.galore_config.mode = o.projector == "fast" ? ProjectorMode::fast : ProjectorMode::exact;
   std::unique_ptr<TrainBackend> backend =
       o.device == "cpu" ? make_cpu_backend(layout, loaded.weights, optim)
-                        : make_gpu_backend(layout, loaded.weights, optim, o.batch, o.seq,
-                                           sampler ? o.gamma : config.n_layers, o.lm_head_chunk_tokens);
+                        : make_gpu_backend(layout, loaded.weights, optim,
+                                           GpuModelOptions{o.batch, o.seq, o.lm_head_chunk_tokens,
+                                                           o.recompute == "cheap" ? Recompute::cheap : Recompute::none},
+                                           sampler ? o.gamma : config.n_layers);
   backend->set_mask(mask);
   LrSchedule schedule{o.lr, o.min_lr_ratio, o.warmup_steps >= 0 ? o.warmup_steps : o.steps / 20, o.steps};
 
