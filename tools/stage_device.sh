@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Builds here (sm_90) and stages what a device call carries in .carry/ (git-ignored): the owlore
-# binary and the GPU test binaries (they link only libcudart/cuBLASLt/cuSOLVER dynamically and
-# run on the device machine), plus the SmolLM2 GGUF split in two parts (one call carries at most
-# 64 MiB; the device joins them and checks the sha256).
+# Builds here (sm_90) and stages what device calls carry in .carry/ (git-ignored), compressed to
+# fit a call's 64 MiB: .carry/bin/bins.tar.xz (the owlore binary and every GPU test binary,
+# stripped; they link only the CUDA libraries dynamically and run on the device machine), and
+# the SmolLM2 GGUF xz-compressed in two parts (.carry/gguf1, .carry/gguf2) with its sha256.
+# On the device: tools/device_unpack.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ninja -C build owlore $(cd build && ninja -t targets all | grep -oE '^tests/test_[a-z0-9_]+_gpu:' | tr -d ':') >/dev/null
-rm -rf .carry/bin && mkdir -p .carry/bin .carry/gguf1 .carry/gguf2
-cp build/owlore .carry/bin/
-# The model and trainer GPU tests (the kernel tests travel with tools/device_kernels.sh).
-cp build/tests/test_model_gpu build/tests/test_trainer_gpu .carry/bin/
-git rev-parse --short HEAD > .carry/bin/COMMIT
+ninja -C build >/dev/null
+rm -rf .carry/bin /tmp/owlore_stage && mkdir -p .carry/bin .carry/gguf1 .carry/gguf2 /tmp/owlore_stage
+cp build/owlore build/tests/test_*_gpu /tmp/owlore_stage/
+strip /tmp/owlore_stage/*
+git rev-parse --short HEAD > /tmp/owlore_stage/COMMIT
+tar -cJf .carry/bin/bins.tar.xz -C /tmp/owlore_stage .
 gguf=${OWLORE_GGUF:-$HOME/.cache/owlore/SmolLM2-135M-Instruct.Q4_1.gguf}
-if [ -f "$gguf" ]; then
-  head -c $((44 * 1024 * 1024)) "$gguf" > .carry/gguf1/part1
-  tail -c +$((44 * 1024 * 1024 + 1)) "$gguf" > .carry/gguf2/part2
+if [ -f "$gguf" ] && [ ! -f .carry/gguf2/part2 ]; then
+  xz -6 -T2 -c "$gguf" > /tmp/owlore_stage/gguf.xz
+  half=$(( $(stat -c %s /tmp/owlore_stage/gguf.xz) / 2 ))
+  head -c $half /tmp/owlore_stage/gguf.xz > .carry/gguf1/part1
+  tail -c +$((half + 1)) /tmp/owlore_stage/gguf.xz > .carry/gguf2/part2
   sha256sum "$gguf" | cut -d' ' -f1 > .carry/gguf2/sha256
 fi
 du -sh .carry/*
