@@ -95,25 +95,39 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   const int C = c.d_model, F = c.ffn, V = c.vocab, qkv_dim = c.q_dim() + 2 * c.kv_dim();
   const size_t bf = sizeof(bf16), f4 = sizeof(float);
   m.i_weights = plan.add(Arena::Weights, "weights", layout.total * bf, "bf16");
-  const bool cheap = options.recompute == Recompute::cheap;
+  const bool cheap = options.recompute != Recompute::none, whole = options.recompute == Recompute::layer;
   if (cheap) {  // one buffer each, shared by every layer: recomputed when the backward needs them
     m.i_ln_scratch = plan.add(Arena::Workspace, "norm out (recomputed)", N * C * bf, "bf16");
     m.i_h_scratch = plan.add(Arena::Workspace, "swiglu out (recomputed)", N * F * bf, "bf16");
     m.i_rstd_scratch = plan.add(Arena::Workspace, "rstd (recomputed)", N * f4, "fp32");
   }
+  // Recompute::layer: one set of the per-layer buffers, shared, rewritten by each layer.
+  Impl::LayerBuffers shared{};
+  if (whole) {
+    shared.rstd1 = plan.add(Arena::Workspace, "rstd1 (recomputed)", N * f4, "fp32");
+    shared.qkv = plan.add(Arena::Workspace, "qkv (recomputed)", N * qkv_dim * bf, "bf16");
+    shared.att = plan.add(Arena::Workspace, "attention (recomputed)", N * c.q_dim() * bf, "bf16");
+    shared.lse = plan.add(Arena::Workspace, "lse (recomputed)", N * c.n_heads * f4, "fp32");
+    shared.x_mid = plan.add(Arena::Workspace, "x_mid (recomputed)", N * C * bf, "bf16");
+    shared.rstd2 = plan.add(Arena::Workspace, "rstd2 (recomputed)", N * f4, "fp32");
+    shared.gate_up = plan.add(Arena::Workspace, "gate_up (recomputed)", N * 2 * F * bf, "bf16");
+  }
   for (int l = 0; l < c.n_layers; l++) {
     const std::string p = "layer " + std::to_string(l) + " ";
+    auto keep = [&](int shared_index, const char* name, size_t bytes, const char* dtype) {
+      return whole ? shared_index : plan.add(Arena::Activations, p + name, bytes, dtype);
+    };
     Impl::LayerBuffers b;
     b.x_in = plan.add(Arena::Activations, p + "x", N * C * bf, "bf16");
     b.ln1 = cheap ? m.i_ln_scratch : plan.add(Arena::Activations, p + "ln1", N * C * bf, "bf16");
-    b.rstd1 = plan.add(Arena::Activations, p + "rstd1", N * f4, "fp32");
-    b.qkv = plan.add(Arena::Activations, p + "qkv", N * qkv_dim * bf, "bf16");
-    b.att = plan.add(Arena::Activations, p + "attention", N * c.q_dim() * bf, "bf16");
-    b.lse = plan.add(Arena::Activations, p + "lse", N * c.n_heads * f4, "fp32");
-    b.x_mid = plan.add(Arena::Activations, p + "x_mid", N * C * bf, "bf16");
+    b.rstd1 = keep(shared.rstd1, "rstd1", N * f4, "fp32");
+    b.qkv = keep(shared.qkv, "qkv", N * qkv_dim * bf, "bf16");
+    b.att = keep(shared.att, "attention", N * c.q_dim() * bf, "bf16");
+    b.lse = keep(shared.lse, "lse", N * c.n_heads * f4, "fp32");
+    b.x_mid = keep(shared.x_mid, "x_mid", N * C * bf, "bf16");
     b.ln2 = cheap ? m.i_ln_scratch : plan.add(Arena::Activations, p + "ln2", N * C * bf, "bf16");
-    b.rstd2 = plan.add(Arena::Activations, p + "rstd2", N * f4, "fp32");
-    b.gate_up = plan.add(Arena::Activations, p + "gate_up", N * 2 * F * bf, "bf16");
+    b.rstd2 = keep(shared.rstd2, "rstd2", N * f4, "fp32");
+    b.gate_up = keep(shared.gate_up, "gate_up", N * 2 * F * bf, "bf16");
     b.h = cheap ? m.i_h_scratch : plan.add(Arena::Activations, p + "swiglu", N * F * bf, "bf16");
     m.idx.push_back(b);
   }
@@ -212,11 +226,29 @@ void GpuModel::download_weights(float* host) const {
 
 namespace {
 
+// Layer l from its input x_in and ln1 = rmsnorm(x_in) up to h = swiglu(ln2 Wgate_up^T): all of
+// the layer but its last projection and residual (the forward fuses those into the next norm).
+void forward_layer_body(GpuModel::Impl& m, int l, int B) {
+  const ModelConfig& c = m.layout.config;
+  const int T = m.opt.seq, N = B * T, C = c.d_model, F = c.ffn;
+  const int Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  cudaStream_t s = m.stream;
+  Matmul& mm = *m.matmul;
+  const LayerOffsets& p = m.layout.layers[l];
+  GpuModel::Impl::LayerPtrs& a = m.act[l];
+  mm.forward(a.qkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s);
+  rope_forward(a.qkv, a.qkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
+  attention_forward(a.att, a.lse, a.qkv, B, T, Hq, Hkv, hd, s);
+  mm.forward(m.proj, a.att, m.w(p.wo), N, c.q_dim(), C, s);
+  rmsnorm_residual_forward(a.x_mid, a.ln2, a.rstd2, a.x_in, m.proj, m.w(p.mlp_norm), N, C, c.norm_eps, s);
+  mm.forward(a.gate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s);
+  swiglu_forward(a.h, a.gate_up, N, F, s);
+}
+
 // The forward through the final norm; leaves ln_f ready for the LM head.
 void forward_layers(GpuModel::Impl& m, int B) {
   const ModelConfig& c = m.layout.config;
   const int T = m.opt.seq, N = B * T, C = c.d_model, F = c.ffn, V = c.vocab;
-  const int Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, qkv_dim = c.q_dim() + 2 * c.kv_dim();
   cudaStream_t s = m.stream;
   Matmul& mm = *m.matmul;
   NvtxRange range("forward");
@@ -226,13 +258,7 @@ void forward_layers(GpuModel::Impl& m, int B) {
     NvtxRange layer_range(("forward layer " + std::to_string(l)).c_str());
     const LayerOffsets& p = m.layout.layers[l];
     GpuModel::Impl::LayerPtrs& a = m.act[l];
-    mm.forward(a.qkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s);
-    rope_forward(a.qkv, a.qkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
-    attention_forward(a.att, a.lse, a.qkv, B, T, Hq, Hkv, hd, s);
-    mm.forward(m.proj, a.att, m.w(p.wo), N, c.q_dim(), C, s);
-    rmsnorm_residual_forward(a.x_mid, a.ln2, a.rstd2, a.x_in, m.proj, m.w(p.mlp_norm), N, C, c.norm_eps, s);
-    mm.forward(a.gate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s);
-    swiglu_forward(a.h, a.gate_up, N, F, s);
+    forward_layer_body(m, l, B);
     mm.forward(m.proj, a.h, m.w(p.wdown), N, F, C, s);
     if (l + 1 < c.n_layers) {
       GpuModel::Impl::LayerPtrs& next = m.act[l + 1];
@@ -344,8 +370,12 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     float* lg = mask.layers[l] ? g.layer[l] : nullptr;
     OWLORE_REQUIRE(!mask.layers[l] || lg, "GPU model: layer ", l, " trains but has no gradient buffer");
     auto grad = [&](int64_t offset) { return lg ? lg + (offset - p.begin) : (float*)nullptr; };
-    const bool recompute = m.opt.recompute == Recompute::cheap;
-    if (recompute) {  // the MLP's inputs: swiglu(gate_up) and rmsnorm(x_mid) into the shared buffers
+    const bool recompute = m.opt.recompute != Recompute::none;
+    if (m.opt.recompute == Recompute::layer) {  // rerun the layer's forward from its kept input
+      NvtxRange recompute_range("recompute layer");
+      rmsnorm_forward(a.ln1, a.rstd1, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
+      forward_layer_body(m, l, B);
+    } else if (recompute) {  // the MLP's inputs: swiglu(gate_up) and rmsnorm(x_mid) into the shared buffers
       swiglu_forward(a.h, a.gate_up, N, F, s);
       rmsnorm_forward(a.ln2, m.rstd_scratch, a.x_mid, m.w(p.mlp_norm), N, C, c.norm_eps, s);
     }

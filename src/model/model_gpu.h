@@ -31,9 +31,10 @@ struct GradTargets {
 
 // What the forward keeps for the backward. none: every activation below, per layer. cheap: the
 // RMSNorm outputs (ln1, ln2) and the SwiGLU output are not kept but recomputed in the backward
-// from x, x_mid and gate_up (one norm or one elementwise pass each: ~3% more time, (2C + F)·2
-// bytes less per token and layer).
-enum class Recompute { none, cheap };
+// from x, x_mid and gate_up (one norm or one elementwise pass each: ~5% more time, (2C + F)·2
+// bytes less per token and layer). layer: only each layer's input x is kept; the backward
+// reruns the layer's forward into one shared set of buffers (about one more forward in time).
+enum class Recompute { none, cheap, layer };
 
 // Gradient targets laid out like the weight arena (grads has layout.total floats): every tensor
 // gets a gradient; the tied head's goes to the embedding's.

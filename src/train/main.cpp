@@ -56,7 +56,7 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->add_option("--seed", o.seed, "seed for initialization, data order and sampling")->capture_default_str();
   train->add_flag("--skip-bad-lines", o.skip_bad_lines, "JSONL data: skip (and report) malformed lines instead of stopping");
   train->add_option("--moments", o.moments, "GPU Adam moments: fp32 or bf16")->capture_default_str();
-  train->add_option("--recompute", o.recompute, "GPU: none (keep every activation) or cheap (recompute norms and SwiGLU)")
+  train->add_option("--recompute", o.recompute, "GPU: none (keep every activation), cheap (recompute norms and SwiGLU) or layer (keep only each layer's input)")
       ->capture_default_str();
   train->add_option("--lm-head-chunk", o.lm_head_chunk_tokens, "GPU: tokens per chunk of the fused LM head")
       ->capture_default_str();

@@ -58,7 +58,8 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.lm_head_chunk_tokens >= 1, "--lm-head-chunk must be >= 1, got ", o.lm_head_chunk_tokens);
   OWLORE_REQUIRE(o.profile_first >= 0 && o.profile_last >= o.profile_first,
                  "--profile-steps must be A:B with 1 <= A <= B, got ", o.profile_first, ":", o.profile_last);
-  OWLORE_REQUIRE(o.recompute == "none" || o.recompute == "cheap", "--recompute must be none or cheap, got '",
+  OWLORE_REQUIRE(o.recompute == "none" || o.recompute == "cheap" || o.recompute == "layer",
+                 "--recompute must be none, cheap or layer, got '",
                  o.recompute, "'");
   OWLORE_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0, got ", o.stop_at);
   OWLORE_REQUIRE(o.gamma >= 1, "--gamma must be >= 1, got ", o.gamma);
@@ -173,7 +174,7 @@ TrainResult run_training(const TrainOptions& o) {
   if (sampler) mask.layers.assign(config.n_layers, false);
   if (o.freeze_embeddings) mask.embedding = mask.head = false;
 
-  OptimizerOptions optim{o.beta1, o.beta2, o.eps, o.weight_decay, o.moments, o.seed};
+  OptimizerOptions optim{o.beta1, o.beta2, o.eps, o.weight_decay, o.moments, o.seed, false, GaloreConfig{}};
   optim.galore = o.method == "owlore" || o.method == "galore";
   optim.galore_config.rank = o.rank;
   optim.galore_config.proj_gap = o.proj_gap;
@@ -183,7 +184,9 @@ TrainResult run_training(const TrainOptions& o) {
       o.device == "cpu" ? make_cpu_backend(layout, loaded.weights, optim)
                         : make_gpu_backend(layout, loaded.weights, optim,
                                            GpuModelOptions{o.batch, o.seq, o.lm_head_chunk_tokens,
-                                                           o.recompute == "cheap" ? Recompute::cheap : Recompute::none},
+                                                           o.recompute == "layer"   ? Recompute::layer
+                                                           : o.recompute == "cheap" ? Recompute::cheap
+                                                                                    : Recompute::none},
                                            sampler ? o.gamma : config.n_layers);
   backend->set_mask(mask);
   LrSchedule schedule{o.lr, o.min_lr_ratio, o.warmup_steps >= 0 ? o.warmup_steps : o.steps / 20, o.steps};

@@ -37,7 +37,7 @@ struct TrainOptions {
   bool skip_bad_lines = false;       // JSONL: skip (and report) malformed lines instead of stopping
   std::string moments = "fp32";      // GPU full-rank Adam moments: fp32 or bf16
   int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
-  std::string recompute = "none";    // GPU activations: none (keep all) or cheap (recompute norms, SwiGLU)
+  std::string recompute = "none";    // GPU activations: none (keep all), cheap (recompute norms, SwiGLU), layer
   int save_every = 0;                // write a checkpoint every N steps (0: only at the end)
   std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
   std::string resume_path;           // a checkpoint directory to continue from (bit-exact)
