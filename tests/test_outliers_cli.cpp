@@ -4,6 +4,8 @@
 // and recorded, and bad flags fail on one line.
 #include <gtest/gtest.h>
 
+#include "cli_test_util.h"
+
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -21,21 +23,8 @@
 using namespace owlore;
 
 namespace {
-struct CliRun {
-  int exit_code;
-  std::string output;  // stdout and stderr together
-};
-
-CliRun run(const std::string& args) {
-  const std::string command = std::string(OWLORE_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string output;
-  std::array<char, 4096> buffer;
-  size_t n;
-  while ((n = fread(buffer.data(), 1, buffer.size(), pipe)) > 0) output.append(buffer.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
-}
+using owlore::test::CliRun;
+CliRun run(const std::string& args) { return owlore::test::run_owlore(args); }
 
 const std::string kData = std::string(OWLORE_SOURCE_DIR) + "/data/tinyshakespeare/input.txt";
 
