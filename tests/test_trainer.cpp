@@ -147,6 +147,20 @@ TEST_P(SampledMethods, LossFallsOnShakespeare) {
   EXPECT_LT(last, first - 1.0) << GetParam() << ": training loss " << first << " -> " << last;
   EXPECT_LT(r.last_val_loss, r.first_val_loss - 1.0) << GetParam() << ": validation loss " << r.first_val_loss
                                                       << " -> " << r.last_val_loss;
+  // GaLore methods log their projector refreshes and the energy the projectors capture.
+  if (std::string(GetParam()) == "owlore" || std::string(GetParam()) == "galore") {
+    std::ifstream file(o.out_dir + "/metrics.jsonl");
+    std::string line;
+    int refresh_steps = 0;
+    while (std::getline(file, line)) {
+      const auto record = nlohmann::json::parse(line);
+      if (!record.contains("projector_refreshes")) continue;
+      refresh_steps++;
+      EXPECT_GT(record["captured_energy_min"].get<double>(), 0.0) << line;
+      EXPECT_LE(record["captured_energy_mean"].get<double>(), 1.0 + 1e-9) << line;
+    }
+    EXPECT_GE(refresh_steps, 100 / o.proj_gap) << "refreshes every proj_gap steps of each matrix";
+  }
   // Sampled methods log the active layers, exactly gamma of them, on every step.
   if (std::string(GetParam()) != "galore") {
     std::ifstream file(o.out_dir + "/metrics.jsonl");

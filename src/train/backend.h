@@ -3,6 +3,7 @@
 // the kernels with bf16 weights. Both keep optimizer state only for what trains, and both take
 // the set of trained parameters (TrainMask) from the loop, which gets it from the sampler.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +24,19 @@ struct OptimizerOptions {
   // GaLore-Adam (DESIGN.md §1) for the 2-D matrices of trained decoder layers; AdamW for the rest.
   bool galore = false;
   GaloreConfig galore_config;
+};
+
+// GaLore projector refreshes done by the last optimizer step and the gradient energy their
+// projectors capture, ‖R‖²/‖G‖² (DESIGN.md §1): logged, since a low value means the rank is too
+// small or the projector went stale.
+struct ProjectorReport {
+  int refreshes = 0;
+  double mean_energy = 0, min_energy = 0;
+  void add(double energy) {
+    min_energy = refreshes ? std::min(min_energy, energy) : energy;
+    mean_energy = (mean_energy * refreshes + energy) / (refreshes + 1);
+    refreshes++;
+  }
 };
 
 struct MemoryReport {
@@ -49,6 +63,7 @@ class TrainBackend {
   // The weights as fp32, arena order (checkpoints, evaluation elsewhere).
   virtual void read_weights(std::vector<float>& out) = 0;
   virtual MemoryReport memory() = 0;
+  virtual ProjectorReport projector_report() const { return {}; }
   // Weights and optimizer state, exactly (resume continues bit-for-bit), and back.
   virtual void save_state(StateBundle& out) = 0;
   virtual void load_state(const StateBundle& in) = 0;

@@ -45,7 +45,10 @@ class CpuBackend final : public TrainBackend {
       if (tensor_trains(layout_, t, mask_)) sum += sum_squares_ref(grads_.data() + t.offset, t.numel());
     return sum;
   }
+  ProjectorReport projector_report() const override { return projector_report_; }
+
   void optimizer_step(float lr, float clip_scale) override {
+    projector_report_ = ProjectorReport{};
     if (!options_.galore) {
       optimizer_.step(weights_.data(), grads_.data(), mask_, lr, clip_scale);
     } else {
@@ -64,7 +67,9 @@ class CpuBackend final : public TrainBackend {
         if (t.is_matrix()) {
           GaloreState& s = galore_[i];
           if (s.rows == 0) s = galore_state((int)t.rows, (int)t.cols, config);
+          const int refreshes = s.refreshes;
           galore_adam_step(w, g, (int)t.rows, (int)t.cols, s, config, lr, clip_scale, rng_);
+          if (s.refreshes != refreshes) projector_report_.add(s.captured_energy);
         } else {
           norm_adam_[i].step++;  // norm weights: full-rank AdamW, no decay
           auto& st = norm_adam_[i];
@@ -152,6 +157,7 @@ class CpuBackend final : public TrainBackend {
   };
   std::map<size_t, NormState> norm_adam_;  // norm weights of trained layers under GaLore
   Rng rng_;
+  ProjectorReport projector_report_;
   TrainMask mask_;
   double peak_ = 0;
 };

@@ -139,6 +139,7 @@ class GpuBackend final : public TrainBackend {
   void optimizer_step(float lr, float clip_scale) override {
     const cudaStream_t s = model_->stream();
     NvtxRange range("optimizer");
+    projector_report_ = ProjectorReport{};
     bf16* weights = static_cast<bf16*>(model_->weights_device());
     for_each_trained([&](const TensorSlot& t, size_t index, const float* grad, int64_t moment_offset) {
       const uint32_t seed = (uint32_t)(options_.seed * 2654435761u) ^ (uint32_t)(index * 0x9E3779B9u);
@@ -146,7 +147,7 @@ class GpuBackend final : public TrainBackend {
         // The slot's gradient buffer is ours and is cleared below: GaLore reuses it for U.
         const double energy = galore_->step(weights + t.offset, const_cast<float*>(grad), galore_state(t, index), lr,
                                             clip_scale, seed, projector_rng_);
-        if (energy >= 0) last_captured_energy_ = energy;
+        if (energy >= 0) projector_report_.add(energy);
         return;
       }
       const int step = ++tensor_steps_[index];
@@ -213,6 +214,8 @@ class GpuBackend final : public TrainBackend {
       projector_rng_.state = std::stoull(in.meta.at("projector_rng").get<std::string>());
     CUDA_CHECK(cudaStreamSynchronize(model_->stream()));
   }
+
+  ProjectorReport projector_report() const override { return projector_report_; }
 
   MemoryReport memory() override {
     size_t free_bytes = 0, total = 0;
@@ -413,7 +416,7 @@ class GpuBackend final : public TrainBackend {
   std::vector<GaloreGpuMatrix> galore_states_;
   int i_galore_state_ = -1, i_galore_workspace_ = -1;
   Rng projector_rng_;  // Ω of cold randomized refreshes (fast mode), saved with the state
-  double last_captured_energy_ = -1;
+  ProjectorReport projector_report_;  // refreshes of the last optimizer step
 };
 
 }  // namespace

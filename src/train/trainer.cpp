@@ -341,6 +341,12 @@ TrainResult run_training(const TrainOptions& o) {
                              {"memory_bytes", memory.in_use_bytes},
                              {"peak_memory_bytes", memory.peak_bytes}};
     if (sampler) record["active_layers"] = sampler->current;
+    const ProjectorReport projectors = backend->projector_report();
+    if (projectors.refreshes > 0) {
+      record["projector_refreshes"] = projectors.refreshes;
+      record["captured_energy_mean"] = projectors.mean_energy;
+      record["captured_energy_min"] = projectors.min_energy;
+    }
     progress.step(step, loss, lr, tokens_per_s, elapsed);
     if ((o.val_every > 0 && step % o.val_every == 0) || step == last_step) {
       result.last_val_loss = validation_loss();
