@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Device calls for the GPU trainer (staged by tools/stage_device.sh; logs and small results in $OUT).
+# The first results (docs/bench/train-smollm2-h200-2026-11-28.md) came from these two modes.
 #   check    GPU model/trainer tests, compute-sanitizer on the small ones, random HF fixture;
 #            stores GGUF part 1 in /tmp for the next call
 #   smollm2  joins the GGUF (sha256 checked); real fine-tuning run on GSM8K; PyTorch peer;
@@ -8,11 +9,11 @@ set -u
 OUT=${OUT:-/tmp/owlore_out}; mkdir -p "$OUT"
 BIN=.carry/bin
 export PYTHONUNBUFFERED=1
+bash tools/device_unpack.sh || exit 1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/card.txt"
 echo "commit $(cat $BIN/COMMIT)" | tee -a "$OUT/card.txt"
 case "${1:-check}" in
 check)
-  [ -f .carry/gguf1/part1 ] && cp .carry/gguf1/part1 /tmp/owlore_gguf.part1
   for t in test_model_gpu test_trainer_gpu; do
     echo "== $t"; timeout 300 $BIN/$t 2>&1 | tee "$OUT/$t.log" | grep -E "^\[  |Failure|rel error|error" | tail -25
   done
@@ -26,10 +27,7 @@ check)
   fi
   ;;
 smollm2)
-  G=/tmp/smollm2.gguf
-  cat /tmp/owlore_gguf.part1 .carry/gguf2/part2 > $G
-  echo "sha256 $(sha256sum $G | cut -d' ' -f1) expected $(cat .carry/gguf2/sha256)"
-  [ "$(sha256sum $G | cut -d' ' -f1)" = "$(cat .carry/gguf2/sha256)" ] || { echo "GGUF sha256 mismatch"; exit 1; }
+  G=/tmp/smollm2.gguf  # joined and checked by device_unpack.sh
   STEPS=${STEPS:-300}
   echo "== main job: full fine-tuning of SmolLM2-135M-Instruct on GSM8K train"
   timeout 300 $BIN/owlore train --model $G --data data/gsm8k/train.jsonl --method full --device cuda \
