@@ -367,9 +367,13 @@ TrainResult run_training(const TrainOptions& o) {
   result.tokens_per_s = o.steps > first_step ? steady_tokens / std::max(1e-9, steady_seconds)
                                     : tokens_seen / std::max(1e-9, seconds_since(start));
   const double mfu = result.tokens_per_s * training_flops_per_token(config, mask, T) / kDatasheetBf16Flops;
-  std::printf("done: step %d of %d, %.0f tokens/s (MFU %.1f%% of the 989 TFLOP/s bf16 datasheet peak), validation loss "
-              "%.4f -> %.4f, peak memory %s\n  metrics %s/metrics.jsonl\n  model %s\n",
-              last_step, o.steps, result.tokens_per_s, 100 * mfu, result.first_val_loss, result.last_val_loss,
+  char mfu_text[96] = "";
+  if (o.device == "cuda")
+    std::snprintf(mfu_text, sizeof mfu_text, " (MFU %.1f%% of the 989 TFLOP/s bf16 datasheet peak)", 100 * mfu);
+  std::printf("done: step %d of %d, %.0f tokens/s%s, validation loss %.4f -> %.4f, peak %s %s\n"
+              "  metrics %s/metrics.jsonl\n  model %s\n",
+              last_step, o.steps, result.tokens_per_s, mfu_text, result.first_val_loss, result.last_val_loss,
+              o.device == "cuda" ? "GPU memory" : "weights+gradients+optimizer state",
               format_bytes(backend->memory().peak_bytes).c_str(), o.out_dir.c_str(), result.checkpoint_dir.c_str());
   return result;
 }
