@@ -20,6 +20,12 @@ namespace owlore {
 struct OptimizerOptions {
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   std::string moments = "fp32";  // GPU: fp32 or bf16 full-rank Adam moments
+  // What happens to a decoder layer's optimizer state when the sampled set changes (DESIGN.md
+  // §2): drop — a layer that leaves loses it, and starts fresh when it comes back; keep — it is
+  // parked in host memory and restored when the layer comes back; reset — every re-sampling
+  // restarts the state of every decoder layer (the LISA authors' per-period restart). The
+  // embedding, head and final norm keep their state for the whole run under every policy.
+  std::string state_policy = "drop";
   uint64_t seed = 0;             // stochastic rounding of bf16 updates, randomized projectors
   // GaLore-Adam (DESIGN.md §1) for the 2-D matrices of trained decoder layers; AdamW for the rest.
   bool galore = false;
@@ -47,9 +53,10 @@ class TrainBackend {
  public:
   virtual ~TrainBackend() = default;
   virtual std::string device_name() const = 0;
-  // From now on train exactly what mask says. Tensors leaving the set lose their optimizer
-  // state (DESIGN.md §2, policy "drop"); tensors joining start fresh.
-  virtual void set_mask(const TrainMask& mask) = 0;
+  // From now on train exactly what mask says; decoder layers that leave or join the set are
+  // handled by OptimizerOptions::state_policy. resample = true marks a period boundary (the
+  // "reset" policy restarts every layer's state there); false is a plain mask change (resume).
+  virtual void set_mask(const TrainMask& mask, bool resample = false) = 0;
   // One micro-batch: forward, backward; gradients (scaled by loss_scale) accumulate until the
   // next optimizer_step. Returns the summed loss over kept targets.
   virtual double forward_backward(const int32_t* inputs /*(B,T)*/, const int32_t* targets /*(B,T)*/, int B, int T,

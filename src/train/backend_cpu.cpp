@@ -24,11 +24,16 @@ class CpuBackend final : public TrainBackend {
         mask_(TrainMask::all(layout.config.n_layers)) {}
 
   std::string device_name() const override { return "cpu"; }
-  void set_mask(const TrainMask& mask) override {
+  void set_mask(const TrainMask& mask, bool resample) override {
+    // A decoder layer loses its state when it leaves (drop) or at every re-sampling (reset);
+    // with keep it stays in memory (host memory is where the CPU keeps everything anyway).
+    TrainMask keep_state = mask;
+    if (options_.state_policy == "keep") keep_state.layers.assign(mask.layers.size(), true);
+    if (options_.state_policy == "reset" && resample) keep_state.layers.assign(mask.layers.size(), false);
     mask_ = mask;
-    optimizer_.release_untrained(mask);
+    optimizer_.release_untrained(keep_state);
     for (size_t i = 0; i < layout_.tensors.size(); i++)
-      if (!tensor_trains(layout_, layout_.tensors[i], mask)) galore_[i] = GaloreState{}, norm_adam_.erase(i);
+      if (!tensor_trains(layout_, layout_.tensors[i], keep_state)) galore_[i] = GaloreState{}, norm_adam_.erase(i);
   }
 
   double forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T, float loss_scale) override {

@@ -35,6 +35,8 @@ class GpuBackend final : public TrainBackend {
         n_slots_(std::min(n_slots, layout.config.n_layers)),
         projector_rng_(o.seed ^ 0x6A09E667F3BCC909ull) {  // the CPU backend's seed for the same draws
     OWLORE_REQUIRE(o.moments == "fp32" || o.moments == "bf16", "--moments must be fp32 or bf16, got '", o.moments, "'");
+    OWLORE_REQUIRE(o.state_policy == "drop" || o.state_policy == "keep" || o.state_policy == "reset",
+                   "--state must be drop, keep or reset, got '", o.state_policy, "'");
     OWLORE_REQUIRE(cuda_available(), "--device cuda: no CUDA device is present (use --device cpu)");
     const ModelConfig& c = layout.config;
     model_ = std::make_unique<GpuModel>(layout, model_options, plan_);
@@ -76,24 +78,28 @@ class GpuBackend final : public TrainBackend {
     layer_of_slot_.assign(n_slots_, -1);
     tensor_steps_.assign(layout.tensors.size(), 0);
     // No decoder layer trains until the loop says which (set_mask before the first step).
-    set_mask(TrainMask{std::vector<bool>(c.n_layers, false), true, true});
+    set_mask(TrainMask{std::vector<bool>(c.n_layers, false), true, true}, false);
   }
 
   std::string device_name() const override { return cuda_device_name(); }
   std::string plan_table() const override { return plan_.table(); }
 
-  void set_mask(const TrainMask& mask) override {
+  void set_mask(const TrainMask& mask, bool resample) override {
     const ModelConfig& c = layout_.config;
     int wanted = 0;
     for (bool b : mask.layers) wanted += b;
     OWLORE_REQUIRE(wanted <= n_slots_, "asked to train ", wanted, " decoder layers with ", n_slots_, " slots");
-    // Layers leaving the set free their slot (their state is dropped).
+    const bool reset_all = resample && options_.state_policy == "reset";
+    // Layers leaving the set free their slot; under "keep" their state is parked in host memory
+    // first; under "reset" at a re-sampling every layer leaves (and the active ones rejoin fresh).
     for (int l = 0; l < c.n_layers; l++)
-      if (!mask.layers[l] && slot_of_layer_[l] >= 0) {
+      if (slot_of_layer_[l] >= 0 && (!mask.layers[l] || reset_all)) {
+        if (options_.state_policy == "keep") parked_[l] = export_layer(l);
         layer_of_slot_[slot_of_layer_[l]] = -1;
         slot_of_layer_[l] = -1;
       }
-    // Joining layers take a free slot with zeroed gradient and moments, and step counts from 1.
+    // Joining layers take a free slot with zeroed gradient and moments and step counts from 1,
+    // or, under "keep", the state they left with.
     for (int l = 0; l < c.n_layers; l++)
       if (mask.layers[l] && slot_of_layer_[l] < 0) {
         const int slot = (int)(std::find(layer_of_slot_.begin(), layer_of_slot_.end(), -1) - layer_of_slot_.begin());
@@ -102,6 +108,11 @@ class GpuBackend final : public TrainBackend {
         reset_slot(slot);  // full-rank moments and GaLore state of the slot
         for (size_t i = 0; i < layout_.tensors.size(); i++)
           if (layout_.tensors[i].layer == l) tensor_steps_[i] = 0;
+        const auto parked = parked_.find(l);
+        if (parked != parked_.end()) {
+          import_layer(l, parked->second);
+          parked_.erase(parked);
+        }
       }
     mask_ = mask;
     grad_targets_.embedding = plan_.as<float>(i_grad_embedding_);
@@ -187,6 +198,13 @@ class GpuBackend final : public TrainBackend {
       out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
       steps[t.name] = tensor_steps_[index];
     });
+    // Layers parked by the "keep" policy: the same names, so the file reads like the CPU's.
+    for (const auto& [layer, parked] : parked_) {
+      (void)layer;
+      for (const auto& [name, values] : parked.tensors) out.tensors[name] = values;
+      steps.update(parked.meta.at("adam.steps"));
+      galore.update(parked.meta.at("galore"));
+    }
     out.meta["adam.steps"] = steps;
     if (options_.galore) {
       out.meta["galore"] = galore;
@@ -212,6 +230,27 @@ class GpuBackend final : public TrainBackend {
     });
     if (options_.galore && in.meta.contains("projector_rng"))
       projector_rng_.state = std::stoull(in.meta.at("projector_rng").get<std::string>());
+    // Under "keep", the state of layers that are not training now goes back to the host park.
+    parked_.clear();
+    if (options_.state_policy == "keep")
+      for (int l = 0; l < layout_.config.n_layers; l++) {
+        if (slot_of_layer_[l] >= 0) continue;
+        StateBundle parked;
+        parked.meta["adam.steps"] = nlohmann::json::object();
+        parked.meta["galore"] = nlohmann::json::object();
+        bool any = false;
+        for (const TensorSlot& t : layout_.tensors) {
+          if (t.layer != l) continue;
+          for (const char* part : {".m", ".v"})
+            if (in.tensors.count("adam." + t.name + part)) parked.tensors["adam." + t.name + part] = in.tensors.at("adam." + t.name + part);
+          for (const char* part : {".projector", ".m", ".v"})
+            if (in.tensors.count("galore." + t.name + part)) parked.tensors["galore." + t.name + part] = in.tensors.at("galore." + t.name + part);
+          if (steps.contains(t.name)) parked.meta["adam.steps"][t.name] = steps[t.name], any = true;
+          if (in.meta.contains("galore") && in.meta["galore"].contains(t.name))
+            parked.meta["galore"][t.name] = in.meta["galore"][t.name], any = true;
+        }
+        if (any) parked_[l] = std::move(parked);
+      }
     CUDA_CHECK(cudaStreamSynchronize(model_->stream()));
   }
 
@@ -365,6 +404,56 @@ class GpuBackend final : public TrainBackend {
   int moment_block(const TensorSlot& t) const { return t.layer < 0 ? i_moments_global_ : i_moments_slots_; }
   int64_t moment_stride(const TensorSlot& t) const { return t.layer < 0 ? global_params_ : slot_moment_params_; }
 
+  // Layer l's optimizer state (it must hold a slot) as a StateBundle in the save_state format,
+  // and back into the slot it holds now: how the "keep" policy parks a layer in host memory.
+  StateBundle export_layer(int l) {
+    StateBundle out;
+    nlohmann::json steps = nlohmann::json::object(), galore = nlohmann::json::object();
+    for_each_in_layer(l, [&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
+      if (is_galore(t)) {
+        save_galore(out, galore, t, galore_state(t, index));
+        return;
+      }
+      out.tensors["adam." + t.name + ".m"] = read_moments(t, offset);
+      out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
+      steps[t.name] = tensor_steps_[index];
+    });
+    out.meta["adam.steps"] = steps;
+    out.meta["galore"] = galore;
+    return out;
+  }
+  void import_layer(int l, const StateBundle& in) {
+    const auto& steps = in.meta.at("adam.steps");
+    for_each_in_layer(l, [&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
+      if (is_galore(t)) {
+        load_galore(in, t, galore_state(t, index));
+        return;
+      }
+      if (!steps.contains(t.name)) return;
+      write_moments(t, offset, in.tensors.at("adam." + t.name + ".m"));
+      write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
+      tensor_steps_[index] = steps[t.name].get<int>();
+    });
+  }
+  // Calls fn(tensor, index, gradient, moment offset) for the tensors of layer l (it holds a slot).
+  template <typename Fn>
+  void for_each_in_layer(int l, Fn fn) {
+    for (size_t i = 0; i < layout_.tensors.size(); i++)
+      if (layout_.tensors[i].layer == l) call_with_slot(layout_.tensors[i], i, fn);
+  }
+  // The gradient and the moment offset of a decoder-layer tensor inside its layer's slot. The
+  // moments are laid out like the layer, or under GaLore hold the two norms only (GaLore
+  // matrices get no full-rank moments; their offset is unused).
+  template <typename Fn>
+  void call_with_slot(const TensorSlot& t, size_t index, Fn& fn) {
+    const int slot = slot_of_layer_[t.layer];
+    const LayerOffsets& p = layout_.layers[t.layer];
+    const int64_t within = t.offset - p.begin;
+    const int64_t within_moments =
+        !options_.galore ? within : t.offset == p.attn_norm ? 0 : t.offset == p.mlp_norm ? layout_.config.d_model : 0;
+    fn(t, index, slot_grads(slot) + within, (int64_t)slot * 2 * slot_moment_params_ + within_moments);
+  }
+
   // Calls fn(tensor, index, gradient, moment offset) for every trained tensor.
   template <typename Fn>
   void for_each_trained(Fn fn) {
@@ -373,14 +462,7 @@ class GpuBackend final : public TrainBackend {
       const TensorSlot& t = layout_.tensors[i];
       if (!tensor_trains(layout_, t, mask_)) continue;
       if (t.layer >= 0) {
-        const int slot = slot_of_layer_[t.layer];
-        const LayerOffsets& p = layout_.layers[t.layer];
-        const int64_t within = t.offset - p.begin;
-        // Moments inside the slot: laid out like the layer, or under GaLore the two norms only
-        // (GaLore matrices get no full-rank moments; their offset is unused).
-        const int64_t within_moments =
-            !options_.galore ? within : t.offset == p.attn_norm ? 0 : t.offset == p.mlp_norm ? c.d_model : 0;
-        fn(t, i, slot_grads(slot) + within, (int64_t)slot * 2 * slot_moment_params_ + within_moments);
+        call_with_slot(t, i, fn);
       } else {
         const float* grad = t.offset == layout_.embedding   ? plan_.as<float>(i_grad_embedding_)
                             : t.offset == layout_.final_norm ? plan_.as<float>(i_grad_final_norm_)
@@ -401,6 +483,7 @@ class GpuBackend final : public TrainBackend {
   std::map<int64_t, int64_t> global_offset_;
   int64_t global_params_ = 0;
   std::vector<int> slot_of_layer_, layer_of_slot_;
+  std::map<int, StateBundle> parked_;  // "keep" policy: state of layers out of the active set
   std::vector<int> tensor_steps_;
   TrainMask mask_;
   GradTargets grad_targets_;

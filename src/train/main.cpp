@@ -67,6 +67,10 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->add_option("--resume", o.resume_path, "continue from a checkpoint directory (e.g. OUT/checkpoint), bit-exactly");
   train->add_option("--gamma", o.gamma, "lisa/ows/owlore: decoder layers trained at once")->capture_default_str();
   train->add_option("--period", o.period, "lisa/ows/owlore: steps between re-samplings (K)")->capture_default_str();
+  train->add_option("--state", o.state_policy,
+                    "sampled layers' optimizer state when the sample changes: drop (a leaving layer starts fresh when it "
+                    "returns), keep (parked in host memory, restored on return) or reset (every layer restarts each period)")
+      ->capture_default_str();
   train->add_flag("--freeze-embeddings", o.freeze_embeddings, "embedding, final norm and LM head frozen too");
   train->add_option("--outliers", o.outliers_path, "ows/owlore: layerwise outlier file (default: computed, cached in --out)");
   train->add_option("--outlier-threshold", o.outlier_threshold, "outlier score threshold M (x mean)")

@@ -61,6 +61,8 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.recompute == "none" || o.recompute == "cheap" || o.recompute == "layer",
                  "--recompute must be none, cheap or layer, got '",
                  o.recompute, "'");
+  OWLORE_REQUIRE(o.state_policy == "drop" || o.state_policy == "keep" || o.state_policy == "reset",
+                 "--state must be drop, keep or reset, got '", o.state_policy, "'");
   OWLORE_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0, got ", o.stop_at);
   OWLORE_REQUIRE(o.gamma >= 1, "--gamma must be >= 1, got ", o.gamma);
   OWLORE_REQUIRE(o.period >= 1, "--period must be >= 1, got ", o.period);
@@ -174,7 +176,11 @@ TrainResult run_training(const TrainOptions& o) {
   if (sampler) mask.layers.assign(config.n_layers, false);
   if (o.freeze_embeddings) mask.embedding = mask.head = false;
 
-  OptimizerOptions optim{o.beta1, o.beta2, o.eps, o.weight_decay, o.moments, o.seed, false, GaloreConfig{}};
+  OptimizerOptions optim;
+  optim.beta1 = o.beta1, optim.beta2 = o.beta2, optim.eps = o.eps, optim.weight_decay = o.weight_decay;
+  optim.moments = o.moments;
+  optim.state_policy = o.state_policy;
+  optim.seed = o.seed;
   optim.galore = o.method == "owlore" || o.method == "galore";
   optim.galore_config.rank = o.rank;
   optim.galore_config.proj_gap = o.proj_gap;
@@ -299,7 +305,7 @@ TrainResult run_training(const TrainOptions& o) {
       const std::vector<int>& active = sampler->sample(step);
       mask.layers.assign(config.n_layers, false);
       for (int l : active) mask.layers[l] = true;
-      backend->set_mask(mask);
+      backend->set_mask(mask, /*resample=*/true);
       if (step == 1 || o.log_every <= o.period) progress.line("step " + std::to_string(step) + " | training layers " +
                                                               join_ints(active));
     }

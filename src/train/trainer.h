@@ -47,6 +47,7 @@ struct TrainOptions {
   int gamma = 5;                     // decoder layers trained at once
   int period = 50;                   // K: steps between re-samplings
   bool freeze_embeddings = false;    // embedding, final norm and head frozen too
+  std::string state_policy = "drop"; // a leaving layer's optimizer state: drop, keep (host) or reset per period
   std::string outliers_path;         // D file (owlore outliers); computed and cached when empty
   double outlier_threshold = 13.0;   // M
   int outlier_samples = 128;         // calibration sequences (fewer if the data has fewer)
