@@ -7,4 +7,7 @@ build=${OWLORE_BUILD_DIR:-build}
 jobs=${OWLORE_JOBS:-$(nproc)}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs"
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "note: no GPU on this machine: the GPU tests (ctest label gpu) skip, each saying so in its output"
+fi
 ctest --test-dir "$build" --output-on-failure -j "$jobs" "$@"
