@@ -89,17 +89,9 @@ std::string run_generate(const GenerateOptions& o) {
 
 void run_eval(const EvalOptions& o) {
   OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
-  OWLORE_REQUIRE(o.model_path.empty() != o.preset.empty(), "give exactly one of --preset and --model");
   OWLORE_REQUIRE(o.batch >= 1 && o.seq >= 1, "--batch and --seq must be >= 1");
   OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
-  LoadedModel model;
-  if (!o.model_path.empty()) {
-    model = load_model(o.model_path);
-  } else {
-    model.config = preset_config(o.preset);
-    model.weights.resize(ModelLayout(model.config).total);
-    init_weights(ModelLayout(model.config), model.weights.data(), 1);
-  }
+  const LoadedModel model = load_model_or_preset(o.model_path, o.preset, /*init_seed=*/1);
   const ModelLayout layout(model.config);
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
   InstructOptions instruct;
@@ -165,21 +157,12 @@ void run_tokenize(const std::string& model_path, const std::string& data_path, c
 void run_outliers(const OutliersOptions& o) {
   OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
   OWLORE_REQUIRE(!o.out_path.empty(), "-o/--out is required");
-  OWLORE_REQUIRE(o.model_path.empty() != o.preset.empty(), "give exactly one of --preset and --model");
   OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
   OWLORE_REQUIRE(o.threshold > 0, "--threshold must be > 0, got ", o.threshold);
   OWLORE_REQUIRE(o.samples >= 1, "--samples must be >= 1, got ", o.samples);
   OWLORE_REQUIRE(o.seq >= 1, "--seq must be >= 1, got ", o.seq);
   OWLORE_REQUIRE(o.batch >= 1, "--batch must be >= 1, got ", o.batch);
-  LoadedModel model;
-  if (!o.model_path.empty()) {
-    model = load_model(o.model_path);
-  } else {
-    // The same fresh weights as `eval --preset`.
-    model.config = preset_config(o.preset);
-    model.weights.resize(ModelLayout(model.config).total);
-    init_weights(ModelLayout(model.config), model.weights.data(), 1);
-  }
+  const LoadedModel model = load_model_or_preset(o.model_path, o.preset, /*init_seed=*/1);  // as `eval --preset`
   const ModelConfig& config = model.config;
   // The reference's 2048 tokens exceed the tiny presets' context: calibrate on what the model allows.
   const int seq = config.max_seq > 0 ? std::min(o.seq, config.max_seq) : o.seq;

@@ -82,17 +82,6 @@ void check_method(const std::string& method) {
 
 namespace {
 
-// The model to train: a preset with fresh weights, or a checkpoint.
-LoadedModel load_training_model(const TrainOptions& o) {
-  if (!o.model_path.empty()) return load_model(o.model_path);
-  LoadedModel m;
-  m.config = preset_config(o.preset);
-  m.weights.resize(ModelLayout(m.config).total);
-  init_weights(ModelLayout(m.config), m.weights.data(), o.seed + 1);
-  m.source = "preset " + o.preset;
-  return m;
-}
-
 Dataset load_training_data(const TrainOptions& o, const ModelConfig& config, const Tokenizer* tokenizer) {
   if (!tokenizer)
     OWLORE_REQUIRE(config.vocab >= 256, "byte-level data needs a vocabulary of at least 256 tokens; model '",
@@ -138,9 +127,21 @@ std::string join_ints(const std::vector<int>& v) {
 
 }  // namespace
 
+LoadedModel load_model_or_preset(const std::string& model_path, const std::string& preset, uint64_t init_seed) {
+  OWLORE_REQUIRE(model_path.empty() != preset.empty(), "give exactly one of --preset and --model");
+  if (!model_path.empty()) return load_model(model_path);
+  LoadedModel m;
+  m.config = preset_config(preset);
+  const ModelLayout layout(m.config);
+  m.weights.resize(layout.total);
+  init_weights(layout, m.weights.data(), init_seed);
+  m.source = "preset " + preset;
+  return m;
+}
+
 TrainResult run_training(const TrainOptions& o) {
   validate(o);
-  const LoadedModel loaded = load_training_model(o);
+  const LoadedModel loaded = load_model_or_preset(o.model_path, o.preset, o.seed + 1);
   const ModelConfig& config = loaded.config;
   OWLORE_REQUIRE(o.seq <= config.max_seq || config.max_seq <= 0, "--seq ", o.seq, " does not fit the model's context of ",
                  config.max_seq, " tokens");

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "io/checkpoint.h"
+
 namespace owlore {
 
 struct TrainOptions {
@@ -65,6 +67,10 @@ struct TrainResult {
   double tokens_per_s = 0;
   std::string checkpoint_dir;        // where the final model was written
 };
+
+// A checkpoint (model_path: safetensors dir/file or GGUF), or a preset's shape with fresh
+// weights seeded by init_seed (exactly one of the two is given; the error says so otherwise).
+LoadedModel load_model_or_preset(const std::string& model_path, const std::string& preset, uint64_t init_seed);
 
 // Validates options (each error names the flag), trains, writes <out>/metrics.jsonl.
 TrainResult run_training(const TrainOptions& options);
