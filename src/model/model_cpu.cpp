@@ -1,6 +1,8 @@
 #include "model/model_cpu.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 #include "base/error.h"
 #include "base/rng.h"
@@ -157,14 +159,37 @@ const std::vector<Real>& CpuModel<Real>::matrix_input(int layer, MatrixInput whi
 
 template <typename Real>
 void init_weights(const ModelLayout& layout, Real* weights, uint64_t seed) {
-  Rng rng(seed);
-  for (const TensorSlot& t : layout.tensors) {
-    Real* p = weights + t.offset;
-    if (t.is_matrix())
-      for (int64_t i = 0; i < t.numel(); i++) p[i] = (Real)(0.02 * rng.normal());
-    else
-      std::fill(p, p + t.numel(), Real(1));
-  }
+  // Each block of 2^22 elements of each tensor has its own stream, seeded by (seed, tensor,
+  // block): the result does not depend on the number of threads, and a 7B model (6.7e9
+  // normal draws, about two minutes on one core) initializes on every core of the machine.
+  constexpr int64_t kBlock = int64_t(1) << 22;
+  struct Block {
+    const TensorSlot* tensor;
+    int64_t index, begin, end;
+  };
+  std::vector<Block> blocks;
+  for (size_t t = 0; t < layout.tensors.size(); t++)
+    for (int64_t b = 0; b < layout.tensors[t].numel(); b += kBlock)
+      blocks.push_back({&layout.tensors[t], (int64_t)t, b, std::min(b + kBlock, layout.tensors[t].numel())});
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next++) < blocks.size();) {
+      const Block& b = blocks[i];
+      Real* p = weights + b.tensor->offset;
+      if (!b.tensor->is_matrix()) {
+        std::fill(p + b.begin, p + b.end, Real(1));
+        continue;
+      }
+      Rng rng(seed * 0x9E3779B97F4A7C15ull ^ ((uint64_t)b.index << 32) ^ (uint64_t)(b.begin / kBlock));
+      for (int64_t k = b.begin; k < b.end; k++) p[k] = (Real)(0.02 * rng.normal());
+    }
+  };
+  const int64_t total = layout.total;
+  const unsigned threads = total < (int64_t(1) << 24) ? 1 : std::max(1u, std::thread::hardware_concurrency());
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; i++) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
 }
 
 template class CpuModel<float>;

@@ -62,6 +62,7 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   train->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
   train->add_option("--save-dtype", o.save_dtype, "checkpoint weights: bf16 or f32")->capture_default_str();
+  train->add_flag("!--no-checkpoint", o.save_final, "no checkpoint at the end (benchmarks)");
   train->add_option("--stop-at", o.stop_at, "stop after this step with a checkpoint; --resume continues (0: off)")
       ->capture_default_str();
   train->add_option("--resume", o.resume_path, "continue from a checkpoint directory (e.g. OUT/checkpoint), bit-exactly");

@@ -367,8 +367,10 @@ TrainResult run_training(const TrainOptions& o) {
     if (o.save_every > 0 && step % o.save_every == 0 && step < last_step) save(step);
   }
   progress.finish();
-  result.checkpoint_dir = o.out_dir + "/checkpoint";
-  save(last_step);
+  if (o.save_final) {
+    result.checkpoint_dir = o.out_dir + "/checkpoint";
+    save(last_step);
+  }
   // Steady throughput: training steps 2..N, validation and checkpoints excluded.
   const int64_t steady_tokens = tokens_seen - (int64_t)o.grad_accum * B * T;
   result.tokens_per_s = o.steps > first_step ? steady_tokens / std::max(1e-9, steady_seconds)
@@ -381,7 +383,8 @@ TrainResult run_training(const TrainOptions& o) {
               "  metrics %s/metrics.jsonl\n  model %s\n",
               last_step, o.steps, result.tokens_per_s, mfu_text, result.first_val_loss, result.last_val_loss,
               o.device == "cuda" ? "GPU memory" : "weights+gradients+optimizer state",
-              format_bytes(backend->memory().peak_bytes).c_str(), o.out_dir.c_str(), result.checkpoint_dir.c_str());
+              format_bytes(backend->memory().peak_bytes).c_str(), o.out_dir.c_str(),
+              o.save_final ? result.checkpoint_dir.c_str() : "(not saved: --no-checkpoint)");
   return result;
 }
 

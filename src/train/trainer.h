@@ -41,6 +41,7 @@ struct TrainOptions {
   int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
   std::string recompute = "none";    // GPU activations: none (keep all), cheap (recompute norms, SwiGLU), layer
   int save_every = 0;                // write a checkpoint every N steps (0: only at the end)
+  bool save_final = true;            // false (--no-checkpoint): no checkpoint at the end (benchmarks)
   std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
   std::string resume_path;           // a checkpoint directory to continue from (bit-exact)
   int stop_at = 0;                   // stop after this step with a checkpoint (0: run to --steps)
