@@ -208,13 +208,17 @@ std::vector<float> final_weights(const std::string& out_dir) {
 class ResumeMethods : public ::testing::TestWithParam<const char*> {};
 TEST_P(ResumeMethods, HalfThenResumeIsBitExact) {
   // N steps straight, and N/2 + resume + N/2, give identical weights (and losses).
-  TrainOptions straight = small_run(GetParam(), std::string("resume_a_") + GetParam());
+  // "lisa-keep": lisa with --state keep, whose parked state must survive the checkpoint too.
+  const std::string param = GetParam();
+  const bool keep = param == "lisa-keep";
+  TrainOptions straight = small_run(keep ? "lisa" : param, std::string("resume_a_") + param);
+  if (keep) straight.state_policy = "keep";
   straight.steps = 14;
   straight.period = 4;  // re-samplings before, at and after the split
   straight.proj_gap = 3;
   straight.val_every = 5;
   TrainOptions half = straight;
-  half.out_dir = temp_dir(std::string("resume_b_") + GetParam());
+  half.out_dir = temp_dir(std::string("resume_b_") + param);
   half.stop_at = 7;
   const TrainResult a = run_training(straight);
   run_training(half);
@@ -234,7 +238,7 @@ TEST_P(ResumeMethods, HalfThenResumeIsBitExact) {
   std::filesystem::remove_all(straight.out_dir);
   std::filesystem::remove_all(half.out_dir);
 }
-INSTANTIATE_TEST_SUITE_P(Methods, ResumeMethods, ::testing::Values("full", "lisa", "owlore"));
+INSTANTIATE_TEST_SUITE_P(Methods, ResumeMethods, ::testing::Values("full", "lisa", "owlore", "lisa-keep"));
 
 TEST(Trainer, ResumeRefusesAnotherRun) {
   TrainOptions o = small_run("full", "resume_other");
