@@ -256,3 +256,34 @@ TEST(Trainer, ResumeRefusesAnotherRun) {
   }
   std::filesystem::remove_all(o.out_dir);
 }
+
+TEST(Trainer, ResumeSurvivesACutMetricsLineAndRefusesAStepBehindIt) {
+  TrainOptions o = small_run("full", "resume_cut");
+  o.steps = 8;
+  o.stop_at = 4;
+  run_training(o);
+  {  // a crash in the middle of writing step 5's line
+    std::ofstream(o.out_dir + "/metrics.jsonl", std::ios::app) << "{\"step\":5,\"loss\":3.1";
+  }
+  TrainOptions behind = o;
+  behind.resume_path = o.out_dir + "/checkpoint";
+  behind.stop_at = 3;  // before the checkpoint's step 4: nothing to run
+  try {
+    run_training(behind);
+    FAIL() << "resumed into a stop before the checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("leaves nothing to run"), std::string::npos) << e.what();
+  }
+  TrainOptions rest = o;
+  rest.resume_path = o.out_dir + "/checkpoint";
+  rest.stop_at = 0;
+  const TrainResult r = run_training(rest);
+  EXPECT_EQ(r.train_losses.size(), 4u);
+  EXPECT_GT(r.first_val_loss, 0.0) << "the step-0 validation loss of the first run is kept";
+  std::ifstream file(o.out_dir + "/metrics.jsonl");
+  std::string line;
+  int expected = 0;
+  while (std::getline(file, line)) EXPECT_EQ(nlohmann::json::parse(line)["step"].get<int>(), expected++) << line;
+  EXPECT_EQ(expected, 9);
+  std::filesystem::remove_all(o.out_dir);
+}

@@ -311,6 +311,9 @@ double GpuModel::forward_loss(const int32_t* inputs, const int32_t* targets, int
 
 void GpuModel::accumulate_input_energy(const std::vector<float*>& qkv, const std::vector<float*>& o,
                                        const std::vector<float*>& gate_up, const std::vector<float*>& down, int B) {
+  // The inputs are read from the per-layer activations, which the recompute levels share.
+  OWLORE_REQUIRE(impl_->opt.recompute == Recompute::none,
+                 "accumulate_input_energy needs every layer's activations kept (Recompute::none)");
   Impl& m = *impl_;
   const ModelConfig& c = layout_.config;
   const size_t L = (size_t)c.n_layers;

@@ -92,6 +92,8 @@ void run_eval(const EvalOptions& o) {
   OWLORE_REQUIRE(o.batch >= 1 && o.seq >= 1, "--batch and --seq must be >= 1");
   OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
   const LoadedModel model = load_model_or_preset(o.model_path, o.preset, /*init_seed=*/1);
+  OWLORE_REQUIRE(model.config.max_seq <= 0 || o.seq <= model.config.max_seq, "--seq ", o.seq,
+                 " does not fit the model's context of ", model.config.max_seq, " tokens");
   const ModelLayout layout(model.config);
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
   InstructOptions instruct;

@@ -56,7 +56,7 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.save_dtype == "bf16" || o.save_dtype == "f32", "--save-dtype must be bf16 or f32, got '",
                  o.save_dtype, "'");
   OWLORE_REQUIRE(o.lm_head_chunk_tokens >= 1, "--lm-head-chunk must be >= 1, got ", o.lm_head_chunk_tokens);
-  OWLORE_REQUIRE(o.profile_first >= 0 && o.profile_last >= o.profile_first,
+  OWLORE_REQUIRE((o.profile_first == 0 && o.profile_last == 0) || (o.profile_first >= 1 && o.profile_last >= o.profile_first),
                  "--profile-steps must be A:B with 1 <= A <= B, got ", o.profile_first, ":", o.profile_last);
   OWLORE_REQUIRE(o.recompute == "none" || o.recompute == "cheap" || o.recompute == "layer",
                  "--recompute must be none, cheap or layer, got '",
@@ -238,6 +238,8 @@ TrainResult run_training(const TrainOptions& o) {
     save_state_bundle((dir / "trainer_state.safetensors").string(), state);
     const fs::path link = fs::path(o.out_dir) / "checkpoint", fresh = fs::path(o.out_dir) / "checkpoint.new";
     fs::remove(fresh);
+    OWLORE_REQUIRE(!fs::exists(link) || fs::is_symlink(link), link.string(),
+                   " exists and is not the checkpoint link owlore keeps: move it away");
     fs::create_directory_symlink(name, fresh);
     fs::rename(fresh, link);  // atomic on POSIX: the old link or the new one, never neither
     for (const auto& entry : fs::directory_iterator(o.out_dir)) {
@@ -248,13 +250,16 @@ TrainResult run_training(const TrainOptions& o) {
 
   // Resume: weights, optimizer, sampler, data position and step from a checkpoint.
   int first_step = 1;
+  double resumed_first_val = 0;  // the step-0 validation loss of the interrupted run
   if (!o.resume_path.empty()) {
     const std::string state_path = o.resume_path + "/trainer_state.safetensors";
     const StateBundle state = load_state_bundle(state_path);
     OWLORE_REQUIRE(state.meta.at("run") == run_identity, state_path, ": the checkpoint belongs to another run (",
                    state.meta.at("run").dump(), "); this run is ", run_identity.dump());
     first_step = state.meta.at("step").get<int>() + 1;
-    OWLORE_REQUIRE(first_step <= o.steps, "--resume: the checkpoint is at step ", first_step - 1, ", --steps is ", o.steps);
+    const int stop = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+    OWLORE_REQUIRE(first_step <= stop, "--resume: the checkpoint is at step ", first_step - 1, ", so --steps ", o.steps,
+                   o.stop_at > 0 ? " / --stop-at " + std::to_string(o.stop_at) : std::string(), " leaves nothing to run");
     cursor.seed = state.meta.at("cursor_seed").get<uint64_t>();
     cursor.position = state.meta.at("cursor_position").get<int64_t>();
     mask.layers = state.meta.at("mask").at("layers").get<std::vector<bool>>();
@@ -264,10 +269,15 @@ TrainResult run_training(const TrainOptions& o) {
     backend->set_mask(mask);
     backend->load_state(state);
     // Metrics past the checkpoint belong to the interrupted run: drop them.
+    // A line cut short by the crash does not parse: it goes too.
     std::ifstream old(o.out_dir + "/metrics.jsonl");
     std::string kept_lines, line;
-    while (std::getline(old, line))
-      if (!line.empty() && nlohmann::json::parse(line).value("step", 0) < first_step) kept_lines += line + "\n";
+    while (std::getline(old, line)) {
+      const nlohmann::json record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (record.is_discarded() || !record.is_object() || record.value("step", 0) >= first_step) continue;
+      kept_lines += line + "\n";
+      if (record.value("step", -1) == 0 && record.contains("val_loss")) resumed_first_val = record["val_loss"];
+    }
     old.close();
     std::ofstream(o.out_dir + "/metrics.jsonl", std::ios::trunc) << kept_lines;
   }
@@ -289,12 +299,13 @@ TrainResult run_training(const TrainOptions& o) {
     std::snprintf(text, sizeof text, "step 0 | val_loss %.4f", result.first_val_loss);
     progress.line(text);
   } else {
+    result.first_val_loss = resumed_first_val;
     progress.line("resumed from " + o.resume_path + " at step " + std::to_string(first_step));
   }
 
   const auto start = Clock::now();
   double steady_seconds = 0;  // steps 2..N: step 1 carries one-time costs (GEMM plans, caches)
-  int64_t tokens_seen = 0;
+  int64_t tokens_seen = (int64_t)(first_step - 1) * o.grad_accum * o.batch * o.seq;  // continues across a resume
   const int last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
   for (int step = first_step; step <= last_step; step++) {
     // Nsight: the profiler capture brackets --profile-steps, and every step is one NVTX range.
@@ -327,7 +338,9 @@ TrainResult run_training(const TrainOptions& o) {
     OWLORE_REQUIRE(std::isfinite(loss) && std::isfinite(grad_norm), "step ", step, ": loss ", loss, ", gradient norm ",
                    grad_norm, " is not finite (lower --lr?)");
     const float clip_scale = (o.clip > 0 && grad_norm > o.clip) ? (float)(o.clip / grad_norm) : 1.0f;
-    backend->optimizer_step(lr, clip_scale);
+    // A batch whose targets are all masked carries no signal: no update (Adam's momentum and the
+    // weight decay would still move the weights), and the step is marked in the metrics.
+    if (kept_total > 0) backend->optimizer_step(lr, clip_scale);
 
     tokens_seen += (int64_t)o.grad_accum * B * T;
     const double elapsed = seconds_since(start);
@@ -348,6 +361,7 @@ TrainResult run_training(const TrainOptions& o) {
                              {"memory_bytes", memory.in_use_bytes},
                              {"peak_memory_bytes", memory.peak_bytes}};
     if (sampler) record["active_layers"] = sampler->current;
+    if (kept_total == 0) record["skipped"] = "no kept targets in the batch";
     const ProjectorReport projectors = backend->projector_report();
     if (projectors.refreshes > 0) {
       record["projector_refreshes"] = projectors.refreshes;
@@ -372,9 +386,9 @@ TrainResult run_training(const TrainOptions& o) {
     save(last_step);
   }
   // Steady throughput: training steps 2..N, validation and checkpoints excluded.
-  const int64_t steady_tokens = tokens_seen - (int64_t)o.grad_accum * B * T;
-  result.tokens_per_s = o.steps > first_step ? steady_tokens / std::max(1e-9, steady_seconds)
-                                    : tokens_seen / std::max(1e-9, seconds_since(start));
+  const int64_t steady_tokens = (int64_t)(last_step - first_step) * o.grad_accum * B * T;
+  result.tokens_per_s = last_step > first_step ? steady_tokens / std::max(1e-9, steady_seconds)
+                                    : (double)o.grad_accum * B * T / std::max(1e-9, seconds_since(start));
   const double mfu = result.tokens_per_s * training_flops_per_token(config, mask, T) / kDatasheetBf16Flops;
   char mfu_text[96] = "";
   if (o.device == "cuda")
