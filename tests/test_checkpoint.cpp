@@ -27,6 +27,8 @@ namespace owlore {
 namespace {
 namespace fs = std::filesystem;
 
+using test::expect_error;
+
 struct TempDir : test::TempDir {
   TempDir() : test::TempDir("ckpt") {}
 };
@@ -37,18 +39,6 @@ std::string read_file(const std::string& path) {
 }
 void write_file(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
-}
-
-template <typename F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    FAIL() << "expected owlore::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const std::string& p : parts)
-      EXPECT_NE(message.find(p), std::string::npos) << "message lacks '" << p << "': " << message;
-  }
 }
 
 // ---- config.json ------------------------------------------------------------------------------

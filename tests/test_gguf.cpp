@@ -23,6 +23,8 @@ namespace owlore {
 namespace {
 namespace fs = std::filesystem;
 
+using test::expect_error;
+
 struct TempDir : test::TempDir {
   TempDir() : test::TempDir("gguf") {}
 };
@@ -124,18 +126,6 @@ void expect_bad(const std::string& bytes, std::initializer_list<std::string> par
   } catch (const Error& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find("bad.gguf"), std::string::npos) << "message does not name the file: " << message;
-    for (const std::string& p : parts)
-      EXPECT_NE(message.find(p), std::string::npos) << "message lacks '" << p << "': " << message;
-  }
-}
-
-template <typename F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    FAIL() << "expected owlore::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    const std::string message = e.what();
     for (const std::string& p : parts)
       EXPECT_NE(message.find(p), std::string::npos) << "message lacks '" << p << "': " << message;
   }

@@ -3,13 +3,17 @@
 #pragma once
 #include <stdlib.h>
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "base/rng.h"
 
 namespace owlore::test {
@@ -25,6 +29,19 @@ struct TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
 };
+
+// Runs f and expects an owlore::Error whose message contains every one of parts.
+template <typename F>
+void expect_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    FAIL() << "expected owlore::Error containing '" << *parts.begin() << "'";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    for (const std::string& p : parts)
+      EXPECT_NE(message.find(p), std::string::npos) << "message lacks '" << p << "': " << message;
+  }
+}
 
 inline std::vector<float> random_vector(int64_t n, uint64_t seed, float scale = 1.0f) {
   Rng rng(seed);
