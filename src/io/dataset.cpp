@@ -69,16 +69,15 @@ void next_batch(const TokenRows& rows, BatchCursor& cursor, int B, int32_t* inpu
   const int64_t n = rows.count();
   OWLORE_REQUIRE(n > 0, "no training rows");
   const int T = rows.row_len - 1;
-  std::vector<int64_t> order;
-  int64_t order_epoch = -1;
   for (int b = 0; b < B; b++) {
     const int64_t epoch = cursor.position / n;
-    if (epoch != order_epoch) {  // Fisher-Yates shuffle seeded by (seed, epoch)
+    std::vector<int64_t>& order = cursor.order;
+    if (epoch != cursor.order_epoch || (int64_t)order.size() != n) {  // Fisher-Yates seeded by (seed, epoch)
       order.resize(n);
       std::iota(order.begin(), order.end(), 0);
       Rng rng(cursor.seed * 0x9E3779B97F4A7C15ull + (uint64_t)epoch);
       for (int64_t i = n - 1; i > 0; i--) std::swap(order[i], order[rng.below(i + 1)]);
-      order_epoch = epoch;
+      cursor.order_epoch = epoch;
     }
     copy_row(rows, order[cursor.position % n], inputs + (int64_t)b * T, targets + (int64_t)b * T);
     cursor.position++;

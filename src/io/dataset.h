@@ -38,6 +38,10 @@ Dataset pack_dataset(const std::vector<int32_t>& stream, const std::vector<uint8
 struct BatchCursor {
   uint64_t seed = 0;
   int64_t position = 0;  // rows consumed so far (across epochs)
+  // Derived from (seed, epoch): the current epoch's row order, kept so that a batch does not
+  // reshuffle every row. Not part of the resumable state.
+  std::vector<int64_t> order;
+  int64_t order_epoch = -1;
 };
 
 // Fills B rows: inputs (B,T) and targets (B,T), targets < 0 where the loss is masked.

@@ -213,7 +213,8 @@ TrainResult run_training(const TrainOptions& o) {
     nvtxRangePop();
     return kept ? sum / kept : 0.0;
   };
-  BatchCursor cursor{o.seed, 0};
+  BatchCursor cursor;
+  cursor.seed = o.seed;
   // The run's identity: a resumed run must match it (other flags, like --steps, may change).
   const nlohmann::json run_identity = {{"method", o.method}, {"batch", o.batch},      {"seq", o.seq},
                                        {"grad_accum", o.grad_accum}, {"model", config.name}, {"parameters", layout.total},
