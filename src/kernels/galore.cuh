@@ -242,15 +242,17 @@ inline void upper_triangle_f32(float* out /*(k,k) col-major*/, const float* in /
   CUDA_CHECK_LAUNCH();
 }
 
-// Projection, fp32: right R (m×r) = G·Qᵀ; left R (r×n) = Pᵀ·G. Overwrites R.
+// Projection, fp32: right R (m×r) = G·Qᵀ; left R (r×n) = Pᵀ·G. Overwrites R, or adds to it with
+// accumulate (projection is linear: micro-batches add their R as they would add their G).
 //   column-major: right Rᵀ (r×m) = op_T(Q stored n×r)·(G stored n×m); left Rᵀ (n×r) = (G stored n×m)·op_T(P stored r×m)
 inline void galore_project(GemmF32& gemm, float* R /*right (m,r) | left (r,n)*/, const float* G /*(m,n)*/,
                            const float* projector /*right Q (r,n) | left P (m,r)*/, int m, int n, int r, bool right,
-                           cudaStream_t stream) {
+                           cudaStream_t stream, bool accumulate = false) {
   NvtxRange range("galore_project");
   KERNEL_REQUIRE(m > 0 && n > 0 && r > 0 && r <= (m < n ? m : n), "galore_project", "need 1 <= r <= min(m, n)");
-  if (right) gemm.gemm(true, false, r, m, n, 1.0f, projector, n, G, n, 0.0f, R, r, stream);
-  else gemm.gemm(false, true, n, r, m, 1.0f, G, n, projector, r, 0.0f, R, n, stream);
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (right) gemm.gemm(true, false, r, m, n, 1.0f, projector, n, G, n, beta, R, r, stream);
+  else gemm.gemm(false, true, n, r, m, 1.0f, G, n, projector, r, beta, R, n, stream);
 }
 
 // Back-projection, fp32: right U (m×n) = alpha·N·Q; left U = alpha·P·N. Overwrites U.

@@ -248,9 +248,10 @@ double GaloreGpu::refresh(GaloreGpuMatrix& s, const float* G, Rng& rng) {
   return s.captured_energy;
 }
 
-void GaloreGpu::project(float* R, const float* G, const GaloreGpuMatrix& s) {
+void GaloreGpu::project(float* R, const float* G, const GaloreGpuMatrix& s, bool accumulate) {
   OWLORE_REQUIRE(s.has_projector, "GaLore (GPU): project called before the first projector refresh");
-  galore_project(*gemm_, R, G, s.projector, s.rows, s.cols, s.rank, s.side == ProjectionSide::right, stream_);
+  galore_project(*gemm_, R, G, s.projector, s.rows, s.cols, s.rank, s.side == ProjectionSide::right, stream_,
+                 accumulate);
 }
 
 void GaloreGpu::apply_projected(bf16* W, float* U, const float* R, float grad_scale, GaloreGpuMatrix& s, float lr,

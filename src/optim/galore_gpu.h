@@ -87,8 +87,9 @@ class GaloreGpu {
   // energy ‖R‖²/‖G‖² (synchronizes the stream for it). Moments untouched. Fast mode draws Ω from
   // rng on cold starts, exactly as galore_refresh does.
   double refresh(GaloreGpuMatrix& state, const float* G /*(m,n)*/, Rng& rng);
-  // R = G·Qᵀ (right) or Pᵀ·G (left). Overwrites R.
-  void project(float* R /*(r_rows,r_cols)*/, const float* G /*(m,n)*/, const GaloreGpuMatrix& state);
+  // R = G·Qᵀ (right) or Pᵀ·G (left). Overwrites R, or with accumulate adds to it.
+  void project(float* R /*(r_rows,r_cols)*/, const float* G /*(m,n)*/, const GaloreGpuMatrix& state,
+               bool accumulate = false);
   // Adam on grad_scale·R, U = α·N·Q | α·P·N into U (fp32 scratch of m·n floats; may alias the
   // gradient, which is not read here), then the bf16 weight update with stochastic rounding
   // keyed by (seed, state.step). Advances state.step. R is not modified.
