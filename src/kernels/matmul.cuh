@@ -2,6 +2,8 @@
 //   forward:       out (N,OC)  = inp (N,IC) W^T          W is (OC,IC) row-major, as stored
 //   input grad:    dinp (N,IC) = dout (N,OC) W           (=, may be skipped: nullptr)
 //   weight grad:   dW (OC,IC) += dout^T inp               (beta = 1; bf16 or fp32 dW; nullptr: frozen)
+// The backward computes dW before dinp, so dinp may be the buffer inp was in (the model reuses
+// the saved SwiGLU output for its gradient).
 // Row-major X is column-major X^T, so each call is one column-major GEMM:
 //   forward  D(OC x N)  = op_T(W: IC x OC) * inp(IC x N)
 //   dinp     D(IC x N)  = W(IC x OC) * dout(OC x N)
@@ -64,10 +66,11 @@ class Matmul {
                 cudaStream_t stream) {
     backward_impl(dinp, dweight, CUDA_R_16BF, dout, inp, weight, N, IC, OC, stream);
   }
+  // accumulate = false overwrites dweight (=) instead: a gradient streamed through a workspace.
   void backward(bf16* dinp /*(N,IC) = or null*/, float* dweight /*(OC,IC) += or null*/, const bf16* dout /*(N,OC)*/,
                 const bf16* inp /*(N,IC)*/, const bf16* weight /*(OC,IC)*/, int N, int IC, int OC,
-                cudaStream_t stream) {
-    backward_impl(dinp, dweight, CUDA_R_32F, dout, inp, weight, N, IC, OC, stream);
+                cudaStream_t stream, bool accumulate = true) {
+    backward_impl(dinp, dweight, CUDA_R_32F, dout, inp, weight, N, IC, OC, stream, accumulate);
   }
   void backward(bf16* dinp /*(N,IC) = or null*/, std::nullptr_t /*frozen*/, const bf16* dout /*(N,OC)*/,
                 const bf16* inp /*(N,IC)*/, const bf16* weight /*(OC,IC)*/, int N, int IC, int OC,
@@ -150,12 +153,12 @@ class Matmul {
   };
 
   void backward_impl(bf16* dinp, void* dweight, cudaDataType_t dw_type, const bf16* dout, const bf16* inp,
-                     const bf16* weight, int N, int IC, int OC, cudaStream_t stream) {
+                     const bf16* weight, int N, int IC, int OC, cudaStream_t stream, bool accumulate = true) {
     NvtxRange range("matmul_backward");
     KERNEL_REQUIRE(N > 0 && IC > 0 && OC > 0, "matmul_backward", "sizes must be positive");
     KERNEL_REQUIRE(dout && (!dinp || weight) && (!dweight || inp), "matmul_backward", "null pointer");
+    if (dweight) gemm(false, true, IC, OC, N, inp, IC, dout, OC, dw_type, dweight, IC, accumulate ? 1.0f : 0.0f, stream);
     if (dinp) gemm(false, false, IC, N, OC, weight, IC, dout, OC, CUDA_R_16BF, dinp, IC, 0.0f, stream);
-    if (dweight) gemm(false, true, IC, OC, N, inp, IC, dout, OC, dw_type, dweight, IC, 1.0f, stream);
   }
 
   cublasLtHandle_t handle_ = nullptr;

@@ -42,8 +42,10 @@ static __global__ void swiglu_forward_kernel(bf16* __restrict__ out, const bf16*
 }
 
 template <bool VEC>
-static __global__ void swiglu_backward_kernel(bf16* __restrict__ dgate_up, const bf16* __restrict__ dout,
-                                              const bf16* __restrict__ gate_up, int N, int F) {
+// In place allowed (dgate_up == gate_up): each thread reads its gate and up values before it
+// writes their gradients, and no thread touches another's (hence no __restrict__ on those two).
+static __global__ void swiglu_backward_kernel(bf16* dgate_up, const bf16* __restrict__ dout, const bf16* gate_up,
+                                              int N, int F) {
   constexpr int W = VEC ? 8 : 1;
   const int per_row = F / W;
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -106,7 +108,7 @@ inline void swiglu_forward(bf16* out /*(N,F)*/, const bf16* gate_up /*(N,2F)*/, 
   CUDA_CHECK_LAUNCH();
 }
 
-inline void swiglu_backward(bf16* dgate_up /*(N,2F) =*/, const bf16* dout /*(N,F)*/, const bf16* gate_up /*(N,2F)*/,
+inline void swiglu_backward(bf16* dgate_up /*(N,2F) =, may be gate_up*/, const bf16* dout /*(N,F)*/, const bf16* gate_up /*(N,2F)*/,
                             int N, int F, cudaStream_t stream) {
   NvtxRange range("swiglu_backward");
   KERNEL_REQUIRE(N > 0 && F > 0, "swiglu_backward", "sizes must be positive");

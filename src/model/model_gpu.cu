@@ -61,7 +61,7 @@ struct GpuModel::Impl {
     int x_in, ln1, rstd1, qkv, att, lse, x_mid, ln2, rstd2, gate_up, h;
   };
   int i_weights, i_x_final, i_ln_f, i_rstd_f, i_losses, i_inputs, i_targets;
-  int i_dx, i_dln, i_dtmp, i_dh, i_dgate_up, i_datt, i_dqkv, i_proj;
+  int i_dx, i_dln, i_dtmp, i_energy_partials = -1, i_datt, i_dqkv, i_proj;
   int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload;
   int i_ln_scratch = -1, i_h_scratch = -1, i_rstd_scratch = -1;  // Recompute::cheap
   std::vector<LayerBuffers> idx;
@@ -72,7 +72,7 @@ struct GpuModel::Impl {
     float *rstd1, *lse, *rstd2;
   };
   std::vector<LayerPtrs> act;
-  bf16 *weights, *x_final, *ln_f, *dx, *dln, *dtmp, *dh, *dgate_up, *datt, *dqkv, *proj, *lm_ws;
+  bf16 *weights, *x_final, *ln_f, *dx, *dln, *dtmp, *energy_partials = nullptr, *datt, *dqkv, *proj, *lm_ws;
   float *rstd_f, *losses, *rms_scratch, *attn_ws, *upload, *rstd_scratch = nullptr;
   int *inputs, *targets;
   void* enc_ws;
@@ -142,8 +142,12 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   m.i_dln = plan.add(Arena::Workspace, "d norm out", N * C * bf, "bf16");
   m.i_dtmp = plan.add(Arena::Workspace, "d norm in", N * C * bf, "bf16");
   m.i_proj = plan.add(Arena::Workspace, "projection out", N * C * bf, "bf16");
-  m.i_dh = plan.add(Arena::Workspace, "d swiglu", N * F * bf, "bf16");
-  m.i_dgate_up = plan.add(Arena::Workspace, "d gate_up", N * 2 * F * bf, "bf16");
+  // d swiglu and d gate_up take the buffers of swiglu out and gate_up, which the layer's backward
+  // no longer needs once they are read (matmul computes dW before dinp; swiglu_backward runs in
+  // place). Outlier calibration (Recompute::none only) still needs a scratch of d gate_up's size.
+  m.i_energy_partials = options.recompute == Recompute::none
+                     ? plan.add(Arena::Workspace, "input energy partials", N * 2 * F * bf, "bf16")
+                     : -1;
   m.i_datt = plan.add(Arena::Workspace, "d attention", N * c.q_dim() * bf, "bf16");
   m.i_dqkv = plan.add(Arena::Workspace, "d qkv", N * qkv_dim * bf, "bf16");
   const int chunk = std::max(1, std::min<int>(options.lm_head_chunk_tokens, (int)N));
@@ -187,8 +191,7 @@ void GpuModel::bind(const MemoryPlan& plan) {
   m.dln = plan.as<bf16>(m.i_dln);
   m.dtmp = plan.as<bf16>(m.i_dtmp);
   m.proj = plan.as<bf16>(m.i_proj);
-  m.dh = plan.as<bf16>(m.i_dh);
-  m.dgate_up = plan.as<bf16>(m.i_dgate_up);
+  if (m.i_energy_partials >= 0) m.energy_partials = plan.as<bf16>(m.i_energy_partials);
   m.datt = plan.as<bf16>(m.i_datt);
   m.dqkv = plan.as<bf16>(m.i_dqkv);
   m.lm_ws = plan.as<bf16>(m.i_lm_ws);
@@ -321,11 +324,11 @@ void GpuModel::accumulate_input_energy(const std::vector<float*>& qkv, const std
                  "GPU model: input energies need one buffer per decoder layer (", L, ") for qkv, o, gate_up, down");
   OWLORE_REQUIRE(B >= 1 && B <= m.opt.max_batch, "GPU model: batch ", B, " exceeds the planned ", m.opt.max_batch);
   const int N = B * m.opt.seq, widest = std::max(std::max(c.d_model, c.q_dim()), c.ffn);
-  // The column partials go to the d gate_up scratch (N·2F bf16 = N·F floats): backward-only,
-  // so free between calls.
+  // The column partials go to their own scratch (N·2F bf16 = N·F floats), planned under
+  // Recompute::none only.
   OWLORE_REQUIRE(column_sum_squares_workspace_floats(N, widest) * sizeof(float) <= (size_t)N * 2 * c.ffn * sizeof(bf16),
-                 "GPU model: input energies of ", widest, " channels do not fit the d gate_up scratch");
-  float* partials = reinterpret_cast<float*>(m.dgate_up);
+                 "GPU model: input energies of ", widest, " channels do not fit their scratch");
+  float* partials = reinterpret_cast<float*>(m.energy_partials);
   NvtxRange range("accumulate input energy");
   for (int l = 0; l < c.n_layers; l++) {
     const Impl::LayerPtrs& a = m.act[l];
@@ -370,9 +373,22 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     NvtxRange layer_range(("backward layer " + std::to_string(l)).c_str());
     const LayerOffsets& p = layout_.layers[l];
     const Impl::LayerPtrs& a = m.act[l];
-    float* lg = mask.layers[l] ? g.layer[l] : nullptr;
-    OWLORE_REQUIRE(!mask.layers[l] || lg, "GPU model: layer ", l, " trains but has no gradient buffer");
-    auto grad = [&](int64_t offset) { return lg ? lg + (offset - p.begin) : (float*)nullptr; };
+    const bool trains = mask.layers[l], streamed = trains && g.matrix_workspace != nullptr;
+    float* lg = trains && !streamed ? g.layer[l] : nullptr;
+    OWLORE_REQUIRE(!trains || (streamed ? g.layer_norms.size() == (size_t)c.n_layers && g.layer_norms[l] && g.consume
+                                        : lg != nullptr),
+                   "GPU model: layer ", l, " trains but has no gradient buffer");
+    // A matrix's gradient: its span of the layer's buffer (+=), or the streaming workspace (=),
+    // handed to consume() right after its GEMM; a norm's: the layer buffer or layer_norms[l].
+    auto grad = [&](int64_t offset) {
+      return !trains ? (float*)nullptr : streamed ? g.matrix_workspace : lg + (offset - p.begin);
+    };
+    auto norm_grad = [&](int64_t offset) {
+      return !trains ? (float*)nullptr : streamed ? g.layer_norms[l] + (offset == p.attn_norm ? 0 : C) : lg + (offset - p.begin);
+    };
+    auto consumed = [&](int64_t offset, int64_t numel) {
+      if (streamed) g.consume(l, offset, numel);
+    };
     const bool recompute = m.opt.recompute != Recompute::none;
     if (m.opt.recompute == Recompute::layer) {  // rerun the layer's forward from its kept input
       NvtxRange recompute_range("recompute layer");
@@ -382,17 +398,22 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
       swiglu_forward(a.h, a.gate_up, N, F, s);
       rmsnorm_forward(a.ln2, m.rstd_scratch, a.x_mid, m.w(p.mlp_norm), N, C, c.norm_eps, s);
     }
-    mm.backward(m.dh, grad(p.wdown), m.dx, a.h, m.w(p.wdown), N, F, C, s);
-    swiglu_backward(m.dgate_up, m.dh, a.gate_up, N, F, s);
-    mm.backward(m.dln, grad(p.wgate_up), m.dgate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s);
-    rmsnorm_backward(m.dtmp, grad(p.mlp_norm), m.rms_scratch, m.dln, a.x_mid, m.w(p.mlp_norm), a.rstd2, N, C, s);
+    bf16 *dh = a.h, *dgate_up = a.gate_up;  // each gradient overwrites the activation it replaces
+    mm.backward(dh, grad(p.wdown), m.dx, a.h, m.w(p.wdown), N, F, C, s, !streamed);
+    consumed(p.wdown, (int64_t)C * F);
+    swiglu_backward(dgate_up, dh, a.gate_up, N, F, s);
+    mm.backward(m.dln, grad(p.wgate_up), dgate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s, !streamed);
+    consumed(p.wgate_up, (int64_t)2 * F * C);
+    rmsnorm_backward(m.dtmp, norm_grad(p.mlp_norm), m.rms_scratch, m.dln, a.x_mid, m.w(p.mlp_norm), a.rstd2, N, C, s);
     residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
-    mm.backward(m.datt, grad(p.wo), m.dx, a.att, m.w(p.wo), N, c.q_dim(), C, s);
+    mm.backward(m.datt, grad(p.wo), m.dx, a.att, m.w(p.wo), N, c.q_dim(), C, s, !streamed);
+    consumed(p.wo, (int64_t)C * c.q_dim());
     attention_backward(m.dqkv, m.datt, a.qkv, a.att, a.lse, B, T, Hq, Hkv, hd, m.attn_ws, s);
     rope_backward(m.dqkv, m.dqkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
     if (recompute) rmsnorm_forward(a.ln1, m.rstd_scratch, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
-    mm.backward(m.dln, grad(p.wqkv), m.dqkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s);
-    rmsnorm_backward(m.dtmp, grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
+    mm.backward(m.dln, grad(p.wqkv), m.dqkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s, !streamed);
+    consumed(p.wqkv, (int64_t)qkv_dim * C);
+    rmsnorm_backward(m.dtmp, norm_grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
     residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
   }
   if (mask.embedding)

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -27,6 +28,15 @@ struct GradTargets {
   float* final_norm = nullptr;  // (C)
   float* lm_head = nullptr;     // (V,C) untied head
   std::vector<float*> layer;    // per decoder layer, (layer_params) or nullptr
+  // Streamed matrix gradients (GaLore without gradient buffers, DESIGN.md §2). When
+  // matrix_workspace is set, a trained layer's weight-gradient GEMMs overwrite it one at a time
+  // (no layer[l] needed) and consume(layer, arena offset, numel) is called after each, before the
+  // next GEMM reuses the workspace: the span holds q,k,v (or gate, up) back to back, laid out as in
+  // the arena. The layer's two norm gradients (+=) go to layer_norms[l] (2C: attention norm, then
+  // MLP norm).
+  float* matrix_workspace = nullptr;  // (largest weight-gradient GEMM: max of qkv·C, 2F·C, C·F, C·q)
+  std::vector<float*> layer_norms;    // per decoder layer, (2C) or nullptr
+  std::function<void(int layer, int64_t offset, int64_t numel)> consume;
 };
 
 // What the forward keeps for the backward. none: every activation below, per layer. cheap: the

@@ -69,6 +69,15 @@ bool galore_refresh_due(const GaloreState& state, const GaloreConfig& config);
 
 // Computes a new projector from G (m×n) by config.mode and records its captured energy. The
 // moments are untouched. Fast mode draws Ω from rng on cold starts.
+// The generator of a matrix's next randomized refresh, keyed by (seed, tensor, refreshes so far)
+// rather than drawn from one stream: the draws do not depend on the order in which matrices
+// refresh (the GPU refreshes inside the backward, top layer first; the CPU in the optimizer step),
+// so both backends draw the same Ω, and a resume needs no generator state.
+inline Rng refresh_rng(uint64_t seed, size_t tensor_index, int refreshes) {
+  Rng mix(seed ^ 0x6A09E667F3BCC909ull ^ ((uint64_t)tensor_index << 32) ^ (uint64_t)(uint32_t)refreshes);
+  return Rng(mix.next_u64());
+}
+
 void galore_refresh(GaloreState& state, const float* G /*(m,n)*/, const GaloreConfig& config, Rng& rng);
 
 // R = G·Qᵀ (right) or Pᵀ·G (left) with the current projector. Overwrites R.

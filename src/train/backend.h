@@ -30,6 +30,12 @@ struct OptimizerOptions {
   // GaLore-Adam (DESIGN.md §1) for the 2-D matrices of trained decoder layers; AdamW for the rest.
   bool galore = false;
   GaloreConfig galore_config;
+  // GPU GaLore without gradient buffers (DESIGN.md §2): each trained matrix's gradient passes
+  // through one workspace during the backward — its squared norm is added up, the projector is
+  // refreshed from it when due, and it is projected into R — so a layer slot holds no full
+  // gradient. Exact for one micro-batch per step; the trainer turns it off under --grad-accum > 1,
+  // where the clip norm needs the norm of the summed gradient, which only a buffer holds.
+  bool stream_galore_gradients = true;
 };
 
 // GaLore projector refreshes done by the last optimizer step and the gradient energy their

@@ -20,7 +20,6 @@ class CpuBackend final : public TrainBackend {
         optimizer_(layout, AdamWConfig{o.beta1, o.beta2, o.eps, o.weight_decay}),
         options_(o),
         galore_(layout.tensors.size()),
-        rng_(o.seed ^ 0x6A09E667F3BCC909ull),
         mask_(TrainMask::all(layout.config.n_layers)) {}
 
   std::string device_name() const override { return "cpu"; }
@@ -73,7 +72,8 @@ class CpuBackend final : public TrainBackend {
           GaloreState& s = galore_[i];
           if (s.rows == 0) s = galore_state((int)t.rows, (int)t.cols, config);
           const int refreshes = s.refreshes;
-          galore_adam_step(w, g, (int)t.rows, (int)t.cols, s, config, lr, clip_scale, rng_);
+          Rng rng = refresh_rng(options_.seed, i, s.refreshes);
+          galore_adam_step(w, g, (int)t.rows, (int)t.cols, s, config, lr, clip_scale, rng);
           if (s.refreshes != refreshes) projector_report_.add(s.captured_energy);
         } else {
           norm_adam_[i].step++;  // norm weights: full-rank AdamW, no decay
@@ -110,7 +110,6 @@ class CpuBackend final : public TrainBackend {
     }
     out.meta["galore"] = galore;
     out.meta["norm_adam"] = norms;
-    out.meta["projector_rng"] = std::to_string(rng_.state);
   }
 
   void load_state(const StateBundle& in) override {
@@ -139,7 +138,6 @@ class CpuBackend final : public TrainBackend {
         s.step = in.meta["norm_adam"][name];
       }
     }
-    rng_.state = std::stoull(in.meta.at("projector_rng").get<std::string>());
   }
   MemoryReport memory() override {
     double bytes = (double)(weights_.size() + grads_.size()) * sizeof(float) + optimizer_.state_bytes();
@@ -161,7 +159,6 @@ class CpuBackend final : public TrainBackend {
     int step = 0;
   };
   std::map<size_t, NormState> norm_adam_;  // norm weights of trained layers under GaLore
-  Rng rng_;
   ProjectorReport projector_report_;
   TrainMask mask_;
   double peak_ = 0;

@@ -7,9 +7,15 @@
 // with GaLore-Adam (optim/galore_gpu: projector, low-rank moments and step per (slot, matrix), in
 // memory allocated once for the slots); their norms and the global tensors keep AdamW. A layer
 // joining a slot starts fresh: no projector, zero moments, step 0 (as the CPU backend).
-// Gradients: GaLore still reads the slot's full fp32 gradient buffer (and overwrites it with the
-// back-projected update U, cleared after the step). DESIGN.md §2's "no gradient buffers" — project
-// each dW to R as the backward produces it, accumulate R — is a later step.
+// Gradients under GaLore (DESIGN.md §2, "no gradient buffers"): by default a slot keeps no full
+// gradient. Each trained matrix's dW is written by the backward into one workspace sized for the
+// largest weight-gradient GEMM and consumed there at once: its squared norm is added to the clip
+// norm, the projector is refreshed from it when due, and it is projected into the slot's R (fp32,
+// R's shape, small). The optimizer step scales R by the clip factor (projection is linear, so this
+// equals projecting the clipped gradient), runs Adam on it and back-projects through the same
+// workspace. With several micro-batches per step the clip norm would need the norm of the summed
+// gradient, so there (stream_galore_gradients = false) the slots keep full fp32 gradients and
+// GaLore reads them in the optimizer step, as the CPU twin does.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -33,7 +39,7 @@ class GpuBackend final : public TrainBackend {
       : layout_(layout),
         options_(o),
         n_slots_(std::min(n_slots, layout.config.n_layers)),
-        projector_rng_(o.seed ^ 0x6A09E667F3BCC909ull) {  // the CPU backend's seed for the same draws
+        streaming_(o.galore && o.stream_galore_gradients) {
     OWLORE_REQUIRE(o.moments == "fp32" || o.moments == "bf16", "--moments must be fp32 or bf16, got '", o.moments, "'");
     OWLORE_REQUIRE(o.state_policy == "drop" || o.state_policy == "keep" || o.state_policy == "reset",
                    "--state must be drop, keep or reset, got '", o.state_policy, "'");
@@ -49,8 +55,11 @@ class GpuBackend final : public TrainBackend {
     i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding", V * C * 4, "fp32");
     i_grad_final_norm_ = plan_.add(Arena::Gradients, "final norm", C * 4, "fp32");
     if (!c.tied_embeddings) i_grad_head_ = plan_.add(Arena::Gradients, "lm head", V * C * 4, "fp32");
-    i_slot_grads_ = plan_.add(Arena::Gradients, std::to_string(n_slots_) + " layer slots", n_slots_ * layer_params * 4,
-                              "fp32");
+    // A slot's gradient: the whole layer, or with streamed GaLore gradients its two norms only.
+    slot_grad_floats_ = streaming_ ? 2 * C : layer_params;
+    i_slot_grads_ = plan_.add(Arena::Gradients,
+                              std::to_string(n_slots_) + (streaming_ ? " layer slots (norms; matrices streamed)" : " layer slots"),
+                              n_slots_ * slot_grad_floats_ * 4, "fp32");
     const int64_t global_params = V * C * (c.tied_embeddings ? 1 : 2) + C;
     i_moments_global_ = plan_.add(Arena::OptimizerState, "Adam m, v (embedding, head, norm)",
                                   2 * global_params * moment_bytes, o.moments);
@@ -59,7 +68,7 @@ class GpuBackend final : public TrainBackend {
                                      std::to_string(n_slots_) + " layer slots)",
                                  2 * n_slots_ * slot_moment_params_ * moment_bytes, o.moments);
     if (o.galore) plan_galore(layout);
-    i_scratch_ = plan_.add(Arena::Workspace, "norm scratch", (sum_squares_scratch_floats() + 1) * 4, "fp32");
+    i_scratch_ = plan_.add(Arena::Workspace, "norm scratch", (sum_squares_scratch_floats() + 2) * 4, "fp32");
     plan_.allocate();
     model_->bind(plan_);
     if (o.galore) bind_galore();
@@ -68,6 +77,7 @@ class GpuBackend final : public TrainBackend {
     // Gradients and moments start at zero; after this, only slot resets touch them.
     CUDA_CHECK(cudaMemsetAsync(plan_.ptr(i_grad_embedding_), 0, plan_.bytes(Arena::Gradients), s));
     CUDA_CHECK(cudaMemsetAsync(plan_.ptr(i_moments_global_), 0, plan_.bytes(Arena::OptimizerState), s));
+    CUDA_CHECK(cudaMemsetAsync(streamed_sum_squares(), 0, sizeof(float), s));
     CUDA_CHECK(cudaStreamSynchronize(s));
     // Per-tensor moment offsets: global tensors packed in arena order inside the global block.
     int64_t cursor = 0;
@@ -119,12 +129,22 @@ class GpuBackend final : public TrainBackend {
     grad_targets_.final_norm = plan_.as<float>(i_grad_final_norm_);
     grad_targets_.lm_head = i_grad_head_ >= 0 ? plan_.as<float>(i_grad_head_) : nullptr;
     grad_targets_.layer.assign(c.n_layers, nullptr);
+    grad_targets_.layer_norms.assign(c.n_layers, nullptr);
     for (int l = 0; l < c.n_layers; l++)
-      if (slot_of_layer_[l] >= 0) grad_targets_.layer[l] = slot_grads(slot_of_layer_[l]);
+      if (slot_of_layer_[l] >= 0) (streaming_ ? grad_targets_.layer_norms : grad_targets_.layer)[l] = slot_grads(slot_of_layer_[l]);
+    if (streaming_) {
+      grad_targets_.matrix_workspace = plan_.as<float>(i_matrix_grad_);
+      grad_targets_.consume = [this](int layer, int64_t offset, int64_t numel) { consume_matrices(layer, offset, numel); };
+    }
   }
 
   double forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T, float loss_scale) override {
     (void)T;
+    // A refresh factorizes the gradient of the micro-batch it sees, and the clip norm adds the
+    // squared norms of what streams through: both exact for one micro-batch per step only.
+    OWLORE_REQUIRE(!streaming_ || !backward_since_step_,
+                   "streamed GaLore gradients take one micro-batch per optimizer step (--grad-accum 1)");
+    backward_since_step_ = true;
     return model_->forward_backward(inputs, targets, B, loss_scale, grad_targets_, mask_);
   }
   double forward_loss(const int32_t* inputs, const int32_t* targets, int B, int T, int64_t* kept) override {
@@ -135,9 +155,14 @@ class GpuBackend final : public TrainBackend {
   double grad_sum_squares() override {
     const cudaStream_t s = model_->stream();
     float* total = plan_.as<float>(i_scratch_);
-    float* scratch = total + 1;
+    float* scratch = total + 2;  // [1] holds the streamed matrices' sum
     bool first = true;
+    if (streaming_) {  // the streamed matrices were measured during the backward
+      CUDA_CHECK(cudaMemcpyAsync(total, streamed_sum_squares(), sizeof(float), cudaMemcpyDeviceToDevice, s));
+      first = false;
+    }
     for_each_trained([&](const TensorSlot& t, size_t, const float* grad, int64_t) {
+      if (streaming_ && is_galore(t)) return;
       sum_squares(total, scratch, grad, t.numel(), !first, s);
       first = false;
     });
@@ -150,14 +175,22 @@ class GpuBackend final : public TrainBackend {
   void optimizer_step(float lr, float clip_scale) override {
     const cudaStream_t s = model_->stream();
     NvtxRange range("optimizer");
-    projector_report_ = ProjectorReport{};
+    // Streamed refreshes happened during the backward; buffered ones happen below.
+    projector_report_ = streamed_report_;
+    streamed_report_ = ProjectorReport{};
     bf16* weights = static_cast<bf16*>(model_->weights_device());
     for_each_trained([&](const TensorSlot& t, size_t index, const float* grad, int64_t moment_offset) {
       const uint32_t seed = (uint32_t)(options_.seed * 2654435761u) ^ (uint32_t)(index * 0x9E3779B9u);
       if (is_galore(t)) {
+        GaloreGpuMatrix& state = galore_state(t, index);
+        if (streaming_) {  // R was projected during the backward; the matrix workspace serves as U
+          galore_->apply_projected(weights + t.offset, plan_.as<float>(i_matrix_grad_), projected(t, index), clip_scale,
+                                   state, lr, seed);
+          return;
+        }
         // The slot's gradient buffer is ours and is cleared below: GaLore reuses it for U.
-        const double energy = galore_->step(weights + t.offset, const_cast<float*>(grad), galore_state(t, index), lr,
-                                            clip_scale, seed, projector_rng_);
+        Rng rng = refresh_rng(options_.seed, index, state.refreshes);
+        const double energy = galore_->step(weights + t.offset, const_cast<float*>(grad), state, lr, clip_scale, seed, rng);
         if (energy >= 0) projector_report_.add(energy);
         return;
       }
@@ -173,9 +206,11 @@ class GpuBackend final : public TrainBackend {
                      options_.beta2, options_.eps, wd, step, clip_scale, nullptr, seed, s);
       }
     });
-    // Clear the gradients of what trains (the rest are untouched zeros).
+    // Clear the gradients (and R) of what trains (the rest are untouched zeros).
     CUDA_CHECK(cudaMemsetAsync(plan_.ptr(i_grad_embedding_), 0, plan_.bytes(Arena::Gradients), s));
+    CUDA_CHECK(cudaMemsetAsync(streamed_sum_squares(), 0, sizeof(float), s));
     CUDA_CHECK(cudaStreamSynchronize(s));
+    backward_since_step_ = false;
   }
 
   void read_weights(std::vector<float>& out) override {
@@ -206,10 +241,7 @@ class GpuBackend final : public TrainBackend {
       galore.update(parked.meta.at("galore"));
     }
     out.meta["adam.steps"] = steps;
-    if (options_.galore) {
-      out.meta["galore"] = galore;
-      out.meta["projector_rng"] = std::to_string(projector_rng_.state);
-    }
+    if (options_.galore) out.meta["galore"] = galore;
   }
 
   void load_state(const StateBundle& in) override {
@@ -228,8 +260,6 @@ class GpuBackend final : public TrainBackend {
       write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
       tensor_steps_[index] = steps[t.name].get<int>();
     });
-    if (options_.galore && in.meta.contains("projector_rng"))
-      projector_rng_.state = std::stoull(in.meta.at("projector_rng").get<std::string>());
     // Under "keep", the state of layers that are not training now goes back to the host park.
     parked_.clear();
     if (options_.state_policy == "keep")
@@ -265,14 +295,12 @@ class GpuBackend final : public TrainBackend {
   }
 
  private:
-  float* slot_grads(int slot) const {
-    return plan_.as<float>(i_slot_grads_) + (int64_t)slot * layout_.config.layer_params();
-  }
+  float* slot_grads(int slot) const { return plan_.as<float>(i_slot_grads_) + (int64_t)slot * slot_grad_floats_; }
+  float* streamed_sum_squares() const { return plan_.as<float>(i_scratch_) + 1; }
   void reset_slot(int slot) {
     const cudaStream_t s = model_->stream();
-    const int64_t n = layout_.config.layer_params();
     const size_t moment_bytes = options_.moments == "fp32" ? 4 : 2;
-    CUDA_CHECK(cudaMemsetAsync(slot_grads(slot), 0, n * 4, s));
+    CUDA_CHECK(cudaMemsetAsync(slot_grads(slot), 0, slot_grad_floats_ * 4, s));
     char* moments = static_cast<char*>(plan_.ptr(i_moments_slots_)) + (size_t)slot * 2 * slot_moment_params_ * moment_bytes;
     CUDA_CHECK(cudaMemsetAsync(moments, 0, 2 * slot_moment_params_ * moment_bytes, s));
     if (galore_)
@@ -300,6 +328,11 @@ class GpuBackend final : public TrainBackend {
         galore_shapes_.push_back({(int)t.rows, (int)t.cols});
         galore_state_offsets_.push_back(galore_slot_floats_);
         galore_slot_floats_ += galore_gpu_state_floats((int)t.rows, (int)t.cols, galore_config_);
+        // R: (m, r) on the right side (m ≥ n), (r, n) on the left; 256-byte aligned for cuBLASLt.
+        const int64_t rank = std::min<int64_t>({galore_config_.rank, t.rows, t.cols});
+        const int64_t r_numel = rank * (t.rows >= t.cols ? t.rows : t.cols);
+        galore_r_offsets_.push_back(galore_slot_r_floats_);
+        galore_slot_r_floats_ += (r_numel + 63) / 64 * 64;
       }
     }
     galore_matrices_per_layer_ = (int)galore_shapes_.size();
@@ -308,6 +341,17 @@ class GpuBackend final : public TrainBackend {
                                 "GaLore projectors, m, v (" + std::to_string(n_slots_) + " slots, rank " +
                                     std::to_string(galore_config_.rank) + ")",
                                 (size_t)n_slots_ * galore_slot_floats_ * 4, "fp32");
+    if (streaming_) {
+      // R of every matrix of every slot, and one workspace for the largest weight-gradient GEMM
+      // (q,k,v or gate,up come out of one GEMM; it also serves as U in the optimizer step).
+      const ModelConfig& c = layout.config;
+      const int64_t C = c.d_model, qkv = c.q_dim() + 2 * c.kv_dim();
+      const int64_t largest = std::max({qkv * C, 2 * c.ffn * C, c.ffn * C, C * c.q_dim()});
+      i_projected_ = plan_.add(Arena::Gradients,
+                               "GaLore R, projected gradients (" + std::to_string(n_slots_) + " slots)",
+                               (size_t)n_slots_ * galore_slot_r_floats_ * 4, "fp32");
+      i_matrix_grad_ = plan_.add(Arena::Workspace, "streamed weight gradient (largest GEMM)", largest * 4, "fp32");
+    }
     i_galore_workspace_ = plan_.add(Arena::Workspace,
                                     std::string("GaLore refresh (") +
                                         (galore_config_.mode == ProjectorMode::exact ? "exact SVD" : "randomized") + ")",
@@ -320,6 +364,31 @@ class GpuBackend final : public TrainBackend {
       for (int j = 0; j < galore_matrices_per_layer_; j++)
         galore_states_.push_back(galore_gpu_matrix(galore_shapes_[j].first, galore_shapes_[j].second, galore_config_,
                                                    base + slot * galore_slot_floats_ + galore_state_offsets_[j]));
+  }
+  // R of matrix t (streamed gradients): in its layer's slot.
+  float* projected(const TensorSlot& t, size_t index) {
+    return plan_.as<float>(i_projected_) + slot_of_layer_[t.layer] * galore_slot_r_floats_ +
+           galore_r_offsets_[matrix_ordinal_[index]];
+  }
+  // The backward's hand-off of one weight-gradient GEMM of layer l (streamed gradients): the
+  // matrices in [offset, offset + numel) of the arena lie in the workspace in arena order.
+  void consume_matrices(int l, int64_t offset, int64_t numel) {
+    const cudaStream_t s = model_->stream();
+    const float* span = plan_.as<float>(i_matrix_grad_);
+    float* scratch = plan_.as<float>(i_scratch_) + 2;
+    for (size_t i = 0; i < layout_.tensors.size(); i++) {
+      const TensorSlot& t = layout_.tensors[i];
+      if (t.layer != l || t.offset < offset || t.offset >= offset + numel) continue;
+      OWLORE_REQUIRE(is_galore(t), "streamed gradient of ", t.name, ", which GaLore does not train");
+      const float* G = span + (t.offset - offset);
+      GaloreGpuMatrix& state = galore_state(t, i);
+      sum_squares(streamed_sum_squares(), scratch, G, t.numel(), /*accumulate=*/true, s);
+      if (galore_->refresh_due(state)) {
+        Rng rng = refresh_rng(options_.seed, i, state.refreshes);
+        streamed_report_.add(galore_->refresh(state, G, rng));
+      }
+      galore_->project(projected(t, i), G, state, /*accumulate=*/true);  // R is cleared with the gradients
+    }
   }
   std::vector<float> download(const float* device, int64_t n) {
     std::vector<float> host(n);
@@ -451,13 +520,16 @@ class GpuBackend final : public TrainBackend {
     const int64_t within = t.offset - p.begin;
     const int64_t within_moments =
         !options_.galore ? within : t.offset == p.attn_norm ? 0 : t.offset == p.mlp_norm ? layout_.config.d_model : 0;
-    fn(t, index, slot_grads(slot) + within, (int64_t)slot * 2 * slot_moment_params_ + within_moments);
+    // Streamed: the slot holds the norms' gradients only (GaLore matrices have none).
+    const float* grad = !streaming_ ? slot_grads(slot) + within
+                        : t.is_matrix() ? nullptr
+                                        : slot_grads(slot) + (t.offset == p.attn_norm ? 0 : layout_.config.d_model);
+    fn(t, index, grad, (int64_t)slot * 2 * slot_moment_params_ + within_moments);
   }
 
   // Calls fn(tensor, index, gradient, moment offset) for every trained tensor.
   template <typename Fn>
   void for_each_trained(Fn fn) {
-    const ModelConfig& c = layout_.config;
     for (size_t i = 0; i < layout_.tensors.size(); i++) {
       const TensorSlot& t = layout_.tensors[i];
       if (!tensor_trains(layout_, t, mask_)) continue;
@@ -475,6 +547,9 @@ class GpuBackend final : public TrainBackend {
   const ModelLayout& layout_;
   OptimizerOptions options_;
   int n_slots_;
+  bool streaming_;                  // GaLore matrices' gradients streamed (no slot gradient buffers)
+  bool backward_since_step_ = false;
+  int64_t slot_grad_floats_ = 0;    // gradient floats per slot: the layer, or its two norms when streamed
   int64_t slot_moment_params_ = 0;  // full-rank Adam parameters per slot
   MemoryPlan plan_;
   std::unique_ptr<GpuModel> model_;
@@ -494,12 +569,14 @@ class GpuBackend final : public TrainBackend {
   std::vector<std::pair<int, int>> galore_shapes_;  // the matrices of a layer, in arena order
   std::vector<int64_t> galore_state_offsets_;       // floats from the slot's start
   int64_t galore_slot_floats_ = 0;
+  std::vector<int64_t> galore_r_offsets_;  // streamed: R's floats from the slot's start
+  int64_t galore_slot_r_floats_ = 0;
   int galore_matrices_per_layer_ = 0;
   std::vector<int> matrix_ordinal_;  // per layout tensor: which matrix of its layer, or -1
   std::vector<GaloreGpuMatrix> galore_states_;
-  int i_galore_state_ = -1, i_galore_workspace_ = -1;
-  Rng projector_rng_;  // Ω of cold randomized refreshes (fast mode), saved with the state
+  int i_galore_state_ = -1, i_galore_workspace_ = -1, i_projected_ = -1, i_matrix_grad_ = -1;
   ProjectorReport projector_report_;  // refreshes of the last optimizer step
+  ProjectorReport streamed_report_;   // refreshes during the backward, reported by the next step
 };
 
 }  // namespace

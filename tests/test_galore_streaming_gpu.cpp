@@ -1,0 +1,120 @@
+// GaLore without gradient buffers (DESIGN.md §2) on the GPU backend. Streaming each matrix's
+// gradient through one workspace — squared norm, refresh when due, projection into R during the
+// backward — must give the same training as keeping the slots' full fp32 gradients and running
+// GaLore on them in the optimizer step:
+//  - the clip norm: the streamed sum of squares equals the full-gradient norm of the buffered
+//    path (clip-then-project equals project-then-scale, since projection is linear);
+//  - the weights after several steps with refreshes (exact and fast projectors, clipping on),
+//    bit for bit: the same GEMMs write the same gradients, the same keyed generator draws the
+//    same Ω, and R is the same projection;
+//  - the projector refreshes and their captured energies.
+// The streamed plan must also hold less gradient memory than the buffered one.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+#include "model/layout.h"
+#include "model/model_cpu.h"
+#include "test_util.h"
+#include "train/backend.h"
+
+using namespace owlore;
+
+namespace {
+
+struct TrainingRun {
+  std::vector<double> sum_squares;  // before each step
+  std::vector<int> refreshes;       // per step
+  std::vector<double> energies;     // mean captured energy of each refreshing step
+  std::vector<float> weights;       // after the last step
+  std::string plan;
+};
+
+TrainingRun train(bool streamed, ProjectorMode mode) {
+  const ModelConfig cfg = preset_config("tiny-gpu");
+  const ModelLayout layout(cfg);
+  std::vector<float> w(layout.total);
+  init_weights(layout, w.data(), 11);
+  OptimizerOptions options;
+  options.galore = true;
+  options.stream_galore_gradients = streamed;
+  options.galore_config.rank = 8;
+  options.galore_config.proj_gap = 3;  // refreshes at steps 1, 4 (and on joining)
+  options.galore_config.scale = 0.5f;
+  options.galore_config.mode = mode;
+  options.seed = 5;
+  const int B = 2, T = 33;
+  auto backend = make_gpu_backend(layout, w, options, GpuModelOptions{B, T}, /*n_layer_slots=*/cfg.n_layers);
+  backend->set_mask(TrainMask{std::vector<bool>(cfg.n_layers, true), true, true});
+  TrainingRun run;
+  run.plan = backend->plan_table();
+  for (int step = 0; step < 6; step++) {
+    const auto inputs = test::random_tokens(B * T, cfg.vocab, 40 + step);
+    const auto targets = test::random_tokens(B * T, cfg.vocab, 80 + step);
+    backend->forward_backward(inputs.data(), targets.data(), B, T, 1.0f / (B * T));
+    const double sq = backend->grad_sum_squares();
+    run.sum_squares.push_back(sq);
+    // Clip at a norm the gradients exceed, so the clip factor is exercised.
+    const float clip_scale = (float)std::min(1.0, 0.5 * std::sqrt(run.sum_squares.front()) / std::sqrt(sq));
+    backend->optimizer_step(2e-3f, clip_scale);
+    const ProjectorReport report = backend->projector_report();
+    run.refreshes.push_back(report.refreshes);
+    if (report.refreshes) run.energies.push_back(report.mean_energy);
+  }
+  backend->read_weights(run.weights);
+  return run;
+}
+
+class GaloreStreamingGpu : public ::testing::TestWithParam<ProjectorMode> {};
+
+TEST_P(GaloreStreamingGpu, SameTrainingAsFullGradientBuffers) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  const TrainingRun streamed = train(true, GetParam()), buffered = train(false, GetParam());
+  ASSERT_EQ(streamed.sum_squares.size(), buffered.sum_squares.size());
+  for (size_t i = 0; i < streamed.sum_squares.size(); i++)  // summed in another order: fp32 rounding only
+    EXPECT_NEAR(streamed.sum_squares[i], buffered.sum_squares[i], 1e-5 * buffered.sum_squares[i]) << "step " << i + 1;
+  EXPECT_EQ(streamed.refreshes, buffered.refreshes);
+  EXPECT_EQ(streamed.refreshes.front(), 7 * 2) << "every matrix of both layers refreshes at its first step";
+  ASSERT_EQ(streamed.energies.size(), buffered.energies.size());
+  for (size_t i = 0; i < streamed.energies.size(); i++) {
+    EXPECT_NEAR(streamed.energies[i], buffered.energies[i], 1e-4);
+    EXPECT_GT(streamed.energies[i], 0.0);
+  }
+  // The clip factors differ in the last bits (the norm's summation order), so the weights agree
+  // to fp32 rounding of the update, far below one bf16 step (2^-8 relative).
+  const double err = test::rel_error(streamed.weights, buffered.weights);
+  EXPECT_LE(err, 1e-5) << "weights after 6 steps";
+}
+
+TEST_P(GaloreStreamingGpu, PlanHoldsNoLayerGradients) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  const TrainingRun streamed = train(true, GetParam()), buffered = train(false, GetParam());
+  EXPECT_NE(streamed.plan.find("matrices streamed"), std::string::npos) << streamed.plan;
+  EXPECT_NE(streamed.plan.find("streamed weight gradient"), std::string::npos) << streamed.plan;
+  EXPECT_EQ(buffered.plan.find("streamed"), std::string::npos) << buffered.plan;
+}
+
+INSTANTIATE_TEST_SUITE_P(Projectors, GaloreStreamingGpu, ::testing::Values(ProjectorMode::exact, ProjectorMode::fast),
+                         [](const auto& info) { return std::string(info.param == ProjectorMode::exact ? "exact" : "fast"); });
+
+TEST(GaloreStreamingGpuAccumulation, RefusesSeveralMicroBatchesPerStep) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  const ModelConfig cfg = preset_config("tiny-gpu");
+  const ModelLayout layout(cfg);
+  std::vector<float> w(layout.total);
+  init_weights(layout, w.data(), 11);
+  OptimizerOptions options;
+  options.galore = true;
+  options.galore_config.rank = 4;
+  const int B = 1, T = 16;
+  auto backend = make_gpu_backend(layout, w, options, GpuModelOptions{B, T}, 1);
+  backend->set_mask(TrainMask{{true, false}, true, true});
+  const auto tokens = test::random_tokens(B * T, cfg.vocab, 1);
+  backend->forward_backward(tokens.data(), tokens.data(), B, T, 1.0f);
+  test::expect_error([&] { backend->forward_backward(tokens.data(), tokens.data(), B, T, 1.0f); }, {"--grad-accum 1"});
+}
+
+}  // namespace
