@@ -18,6 +18,7 @@
 #include <cublasLt.h>
 #include <cusolverDn.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <string>
@@ -189,6 +190,57 @@ static __global__ void upper_triangle_kernel(float* __restrict__ out, const floa
   out[e] = i <= j ? in[(int64_t)j * ld_in + i] : 0.0f;
 }
 
+// SplitMix64 (base/rng.h's Rng) seeked to its `draw`-th next_u64 (1-based) from `state`.
+__device__ __forceinline__ uint64_t splitmix64_at(uint64_t state, uint64_t draw) {
+  uint64_t z = state + draw * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// out[i + j·rows] = normal number e = i·cols + j of the stream: Rng::normal (Box-Muller in
+// double from the uniforms of draws 2e+1, 2e+2), rounded to float.
+static __global__ void splitmix_normal_kernel(float* __restrict__ out, uint64_t state, int rows, int cols) {
+  const int64_t n = (int64_t)rows * cols;
+  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
+    double u1 = (splitmix64_at(state, 2 * (uint64_t)e + 1) >> 11) * (1.0 / 9007199254740992.0);
+    const double u2 = (splitmix64_at(state, 2 * (uint64_t)e + 2) >> 11) * (1.0 / 9007199254740992.0);
+    if (u1 < 1e-300) u1 = 1e-300;
+    const int64_t i = e / cols, j = e % cols;
+    out[i + j * rows] = (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+  }
+}
+
+// Column-major k×k: W_ii += relative·W_ii.
+static __global__ void shift_diagonal_kernel(float* __restrict__ W, int k, float relative) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < k; i += gridDim.x * blockDim.x) {
+    const int64_t e = (int64_t)i * k + i;
+    W[e] += relative * W[e];
+  }
+}
+
+// *failure = 1 when *info != 0, or when a diagonal entry of the column-major k×k U is not a
+// positive finite number (potrf does not report NaN pivots). One block.
+static __global__ void flag_failure_kernel(int* __restrict__ failure, const int* __restrict__ info,
+                                           const float* __restrict__ U, int k) {
+  bool bad = threadIdx.x == 0 && *info != 0;
+  for (int i = threadIdx.x; i < k; i += blockDim.x) {
+    const float d = U[(int64_t)i * k + i];
+    bad |= !(d > 0.0f && d <= 3.402823466e38f);
+  }
+  if (bad) *failure = 1;
+}
+
+// out[:, j] = in[:, n_in − 1 − j] (column-major, ld rows) for j < cols.
+static __global__ void reverse_columns_kernel(float* __restrict__ out, const float* __restrict__ in, int rows, int cols,
+                                              int n_in) {
+  const int64_t n = (int64_t)rows * cols;
+  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t i = e % rows, j = e / rows;
+    out[e] = in[i + (int64_t)(n_in - 1 - j) * rows];
+  }
+}
+
 }  // namespace galore_detail
 
 // Adam on the projected gradient: N = m/(sqrt(v)+eps) after the moment update with grad_scale·R.
@@ -239,6 +291,62 @@ inline void upper_triangle_f32(float* out /*(k,k) col-major*/, const float* in /
   KERNEL_REQUIRE(out && in, "upper_triangle_f32", "null pointer");
   const int threads = 256;
   galore_detail::upper_triangle_kernel<<<ceil_div((int64_t)k * k, threads), threads, 0, stream>>>(out, in, k, ld_in);
+  CUDA_CHECK_LAUNCH();
+}
+
+// ---- pieces of the fast projector refresh (optim/galore_gpu: randomized range finder, CholeskyQR,
+// Rayleigh-Ritz through a small symmetric eigensolver) ------------------------------------------
+
+// Ω for the randomized range finder: out (rows×cols, column-major) holds the standard normals
+// number i·cols + j (row-major draw order) of SplitMix64 from `state`, each Rng::normal (two
+// next_u64, Box-Muller in double) rounded to float: the numbers rows·cols calls of
+// Rng{state}.normal() return, up to the last bit of device vs host log/cos. Afterwards the host
+// Rng skips them: state += 2·rows·cols·0x9E3779B97F4A7C15 (SplitMix64 is seekable). CPU twin:
+// base/rng.h itself.
+inline void splitmix_normal_f32(float* out /*(rows,cols) col-major*/, uint64_t state, int rows, int cols,
+                                cudaStream_t stream) {
+  NvtxRange range("splitmix_normal_f32");
+  KERNEL_REQUIRE(rows > 0 && cols > 0, "splitmix_normal_f32", "sizes must be positive");
+  KERNEL_REQUIRE(out, "splitmix_normal_f32", "null pointer");
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>(ceil_div((int64_t)rows * cols, threads), 4096);
+  galore_detail::splitmix_normal_kernel<<<(unsigned)blocks, threads, 0, stream>>>(out, state, rows, cols);
+  CUDA_CHECK_LAUNCH();
+}
+
+// W_ii += relative·W_ii on a column-major k×k Gram: the shift of shifted CholeskyQR (Fukaya et al.
+// 2020), taken relative to each column's squared norm, so it is the same shift of the Gram of the
+// unit-norm columns whatever their scales.
+inline void shift_diagonal_f32(float* W /*(k,k) col-major*/, int k, float relative, cudaStream_t stream) {
+  NvtxRange range("shift_diagonal_f32");
+  KERNEL_REQUIRE(k > 0 && W, "shift_diagonal_f32", "bad arguments");
+  const int threads = 256;
+  galore_detail::shift_diagonal_kernel<<<(unsigned)std::min<int64_t>(ceil_div(k, threads), 64), threads, 0, stream>>>(
+      W, k, relative);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Sets *failure (device int) to 1 when a cuSOLVER call's *info is nonzero or, with U (k > 0), when
+// a diagonal entry of the Cholesky factor U is not positive and finite; leaves it alone otherwise.
+// Lets a sequence of factorizations run without a host round trip and be checked once at its end.
+inline void flag_failure(int* failure /*(1)*/, const int* info /*(1)*/, const float* U /*(k,k) col-major or null*/,
+                         int k, cudaStream_t stream) {
+  NvtxRange range("flag_failure");
+  KERNEL_REQUIRE(failure && info && (k == 0 || U), "flag_failure", "null pointer");
+  galore_detail::flag_failure_kernel<<<1, 256, 0, stream>>>(failure, info, U, k);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Column-major out (rows×cols) = the last cols columns of in (rows×n_in, ld rows), last first:
+// eigenvectors of an ascending eigensolver in descending order.
+inline void reverse_columns_f32(float* out /*(rows,cols) col-major*/, const float* in /*(rows,n_in) col-major*/,
+                                int rows, int cols, int n_in, cudaStream_t stream) {
+  NvtxRange range("reverse_columns_f32");
+  KERNEL_REQUIRE(rows > 0 && cols > 0 && cols <= n_in, "reverse_columns_f32", "bad sizes");
+  KERNEL_REQUIRE(out && in && out != in, "reverse_columns_f32", "null or aliased pointer");
+  const int threads = 256;
+  const int64_t blocks = std::min<int64_t>(ceil_div((int64_t)rows * cols, threads), 4096);
+  galore_detail::reverse_columns_kernel<<<(unsigned)blocks, threads, 0, stream>>>(out, in, rows, cols, n_in);
   CUDA_CHECK_LAUNCH();
 }
 

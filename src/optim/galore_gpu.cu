@@ -1,7 +1,10 @@
 #include "optim/galore_gpu.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "base/error.h"
 #include "kernels/adamw.cuh"
@@ -26,6 +29,22 @@ Dims dims_of(const GaloreGpuMatrix& s) {
 }
 
 int64_t align_floats(int64_t n) { return (n + 63) / 64 * 64; }  // 256-byte pieces
+
+constexpr uint64_t kSplitMixGamma = 0x9E3779B97F4A7C15ull;  // Rng's state increment per next_u64
+// CholeskyQR: passes, and the first pass's diagonal shift in units of u·(sqrt(rows·k) + k), u the
+// fp32 unit roundoff: a bound on the rounding error of the Gram of unit-norm columns (random-walk
+// sums, spectral norm of a k×k error matrix) plus Cholesky's own, with a factor 4 of margin. It
+// leaves cond(Q1)² ≈ shift/λmin(unit-column Gram), which the two plain passes clean up to
+// orthonormality while that stays below ~1e6.
+constexpr int kCholeskyPasses = 3;
+constexpr double kShiftUnits = 4.0;
+
+void blas_check(cublasStatus_t status, const char* call, const char* file, int line) {
+  if (status != CUBLAS_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("cuBLAS error ") + std::to_string((int)status) + " (" +
+                             cublasGetStatusName(status) + ") in " + call + " at " + file + ":" + std::to_string(line));
+}
+#define BLAS_CHECK(call) blas_check((call), #call, __FILE__, __LINE__)
 
 }  // namespace
 
@@ -66,6 +85,10 @@ GaloreGpu::GaloreGpu(const GaloreConfig& config, const std::vector<std::pair<int
                  "GaLore (GPU): oversample and power_iters must be >= 0");
   CUSOLVER_CHECK(cusolverDnCreate(&solver_));
   CUSOLVER_CHECK(cusolverDnSetStream(solver_, stream_));
+  if (config.mode == ProjectorMode::fast) {
+    BLAS_CHECK(cublasCreate(&blas_));
+    BLAS_CHECK(cublasSetStream(blas_, stream_));
+  }
   gemm_ = std::make_unique<GemmF32>();
   int lwork = 0;
   auto need = [&](int w) { lwork = std::max(lwork, w); };
@@ -87,12 +110,14 @@ GaloreGpu::GaloreGpu(const GaloreConfig& config, const std::vector<std::pair<int
       buf_b_floats_ = std::max(buf_b_floats_, (int64_t)an * k);
       small_floats_ = std::max<int64_t>(small_floats_, (int64_t)k * k);
       for (const int kk : {k, r}) {  // cold start works with k columns, a warm start with r
-        for (const int rows_q : {am, an}) {
+        for (const int rows_q : {am, an}) {  // the Householder fallback of orthonormalize
           CUSOLVER_CHECK(cusolverDnSgeqrf_bufferSize(solver_, rows_q, kk, nullptr, rows_q, &w)), need(w);
           CUSOLVER_CHECK(cusolverDnSorgqr_bufferSize(solver_, rows_q, kk, kk, nullptr, rows_q, nullptr, &w)), need(w);
         }
-        CUSOLVER_CHECK(cusolverDnSgeqrf_bufferSize(solver_, am, kk, nullptr, am, &w)), need(w);
-        CUSOLVER_CHECK(cusolverDnSgesvd_bufferSize(solver_, kk, kk, &w)), need(w);
+        CUSOLVER_CHECK(cusolverDnSpotrf_bufferSize(solver_, CUBLAS_FILL_MODE_UPPER, kk, nullptr, kk, &w)), need(w);
+        CUSOLVER_CHECK(cusolverDnSsyevd_bufferSize(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, kk,
+                                                   nullptr, kk, nullptr, &w)),
+            need(w);
       }
     }
   }
@@ -100,12 +125,14 @@ GaloreGpu::GaloreGpu(const GaloreConfig& config, const std::vector<std::pair<int
   const int64_t floats = 2 * align_floats(max_r_numel_) + align_floats(buf_a_floats_) + align_floats(buf_b_floats_) +
                          2 * align_floats(small_floats_) + 2 * align_floats(std::max<int64_t>(small_floats_, 1)) +
                          align_floats(std::max(lwork, 1)) + align_floats(2 + sum_squares_scratch_floats()) +
-                         align_floats(1);  // info
+                         align_floats(2);  // info, failure flag
   workspace_bytes_ = (size_t)floats * sizeof(float);
 }
 
 GaloreGpu::~GaloreGpu() {
   if (owns_workspace_) cudaFree(workspace_);
+  for (cudaEvent_t e : phase_events_) cudaEventDestroy(e);
+  if (blas_) cublasDestroy(blas_);
   if (solver_) cusolverDnDestroy(solver_);
 }
 
@@ -132,7 +159,8 @@ void GaloreGpu::bind(void* workspace) {
   tau_ = take(std::max<int64_t>(small_floats_, 1));
   solver_work_ = take(solver_lwork_);
   norms_ = take(2 + sum_squares_scratch_floats());
-  info_ = reinterpret_cast<int*>(take(1));
+  info_ = reinterpret_cast<int*>(take(2));
+  failure_ = info_ + 1;
   OWLORE_REQUIRE((char*)p - (char*)workspace <= (ptrdiff_t)workspace_bytes_, "GaLore (GPU): workspace layout overflow");
 }
 
@@ -157,9 +185,71 @@ void GaloreGpu::apply_a(float* out, const float* G, const float* X, int ldx, boo
   gemm_->gemm(ta, trans_x, out_rows, k, inner, 1.0f, G, s.cols, X, ldx, 0.0f, out, out_rows, stream_);
 }
 
-void GaloreGpu::orthonormalize(float* Y, int rows, int k) {
-  CUSOLVER_CHECK(cusolverDnSgeqrf(solver_, rows, k, Y, rows, tau_, solver_work_, solver_lwork_, info_));
-  CUSOLVER_CHECK(cusolverDnSorgqr(solver_, rows, k, k, Y, rows, tau_, solver_work_, solver_lwork_, info_));
+void GaloreGpu::orthonormalize(float* Y, int rows, int k, bool householder) {
+  NvtxRange range("galore_orthonormalize");
+  const int slot = phase_begin(Phase::orthonormalize);
+  if (householder) {
+    CUSOLVER_CHECK(cusolverDnSgeqrf(solver_, rows, k, Y, rows, tau_, solver_work_, solver_lwork_, info_));
+    CUSOLVER_CHECK(cusolverDnSorgqr(solver_, rows, k, k, Y, rows, tau_, solver_work_, solver_lwork_, info_));
+  } else {
+    // Shifted CholeskyQR3: W = YᵀY = UᵀU (U upper), Y ← Y·U⁻¹ has YᵀY = I; repeated, as each pass
+    // leaves an error of about u·cond(Y)². Measured on an H200 (11008×256): Gram GEMM 0.06 ms,
+    // potrf 0.17 ms, trsm 0.14 ms a pass, against 2.9 ms for geqrf + orgqr.
+    const float shift = (float)(kShiftUnits * (FLT_EPSILON / 2) * (std::sqrt((double)rows * k) + k));
+    const float one = 1.0f;
+    for (int pass = 0; pass < kCholeskyPasses; pass++) {
+      gemm_->gemm(true, false, k, k, rows, 1.0f, Y, rows, Y, rows, 0.0f, small_a_, k, stream_);  // W = YᵀY (k×k)
+      if (pass == 0) shift_diagonal_f32(small_a_, k, shift, stream_);
+      CUSOLVER_CHECK(
+          cusolverDnSpotrf(solver_, CUBLAS_FILL_MODE_UPPER, k, small_a_, k, solver_work_, solver_lwork_, info_));
+      flag_failure(failure_, info_, small_a_, k, stream_);
+      BLAS_CHECK(cublasStrsm(blas_, CUBLAS_SIDE_RIGHT, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, CUBLAS_DIAG_NON_UNIT, rows,
+                             k, &one, small_a_, k, Y, rows));
+    }
+  }
+  phase_end(slot);
+}
+
+void GaloreGpu::profile_phases(bool on) {
+  if (on && phase_events_.empty()) {
+    phase_events_.resize(128);  // 64 pairs: more than a refresh with a few power iterations uses
+    for (cudaEvent_t& e : phase_events_) CUDA_CHECK(cudaEventCreate(&e));
+    phase_kinds_.resize(64);
+  } else if (!on) {
+    for (cudaEvent_t e : phase_events_) cudaEventDestroy(e);
+    phase_events_.clear();
+    phase_kinds_.clear();
+  }
+  phase_count_ = 0;
+}
+
+int GaloreGpu::phase_begin(Phase phase) {
+  if (phase_events_.empty() || 2 * (phase_count_ + 1) > (int)phase_events_.size()) return -1;
+  const int slot = phase_count_++;
+  phase_kinds_[slot] = phase;
+  CUDA_CHECK(cudaEventRecord(phase_events_[2 * slot], stream_));
+  return slot;
+}
+
+void GaloreGpu::phase_end(int slot) {
+  if (slot >= 0) CUDA_CHECK(cudaEventRecord(phase_events_[2 * slot + 1], stream_));
+}
+
+GaloreGpu::RefreshPhases GaloreGpu::refresh_phases() const {
+  RefreshPhases out;
+  out.fell_back = last_fell_back_;
+  for (int slot = 0; slot < phase_count_; slot++) {
+    CUDA_CHECK(cudaEventSynchronize(phase_events_[2 * slot + 1]));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, phase_events_[2 * slot], phase_events_[2 * slot + 1]));
+    switch (phase_kinds_[slot]) {
+      case Phase::products: out.products_ms += ms; break;
+      case Phase::orthonormalize: out.orthonormalize_ms += ms; break;
+      case Phase::rotation: out.rotation_ms += ms; break;
+      case Phase::check: out.check_ms += ms; break;
+    }
+  }
+  return out;
 }
 
 void GaloreGpu::refresh_exact(GaloreGpuMatrix& s, const float* G) {
@@ -184,47 +274,85 @@ void GaloreGpu::refresh_exact(GaloreGpuMatrix& s, const float* G) {
 void GaloreGpu::refresh_fast(GaloreGpuMatrix& s, const float* G, Rng& rng) {
   NvtxRange range("galore_refresh_fast");
   const Dims d = dims_of(s);
-  int kk;  // columns of the basis B (an×kk, column-major, in buf_b_)
-  if (config_.warm_start && s.has_projector) {
-    // One subspace iteration from the previous projector (top_right_singular_warm): X = previous
-    // rows as columns (an×r): right Q's storage is that already; left P's storage is its transpose.
-    kk = d.r;
-    if (d.right) apply_a(buf_a_, G, s.projector, d.an, false, kk, s, false);  // A·X (am×r)
-    else apply_a(buf_a_, G, s.projector, d.r, true, kk, s, false);
-    apply_a(buf_b_, G, buf_a_, d.am, false, kk, s, true);  // Aᵀ·(A·X) (an×r)
-    orthonormalize(buf_b_, d.an, kk);
-  } else {
-    // Randomized range finder (top_right_singular_randomized): Ω (am×k) standard normal, drawn
-    // row by row as the twin draws it, stored column-major.
-    kk = std::min({d.r + config_.oversample, d.am, d.an});
-    omega_host_.resize((size_t)d.am * kk);
-    for (int i = 0; i < d.am; i++)
-      for (int j = 0; j < kk; j++) omega_host_[(size_t)i + (size_t)j * d.am] = (float)rng.normal();
-    CUDA_CHECK(cudaMemcpyAsync(buf_a_, omega_host_.data(), omega_host_.size() * sizeof(float), cudaMemcpyHostToDevice,
-                               stream_));
-    CUDA_CHECK(cudaStreamSynchronize(stream_));  // omega_host_ may be refilled by the next refresh
-    apply_a(buf_b_, G, buf_a_, d.am, false, kk, s, true);  // Y = AᵀΩ (an×k)
-    orthonormalize(buf_b_, d.an, kk);
-    for (int it = 0; it < config_.power_iters; it++) {
-      apply_a(buf_a_, G, buf_b_, d.an, false, kk, s, false);  // Z = orth(A·B) (am×k)
-      orthonormalize(buf_a_, d.am, kk);
-      apply_a(buf_b_, G, buf_a_, d.am, false, kk, s, true);  // B = orth(Aᵀ·Z) (an×k)
-      orthonormalize(buf_b_, d.an, kk);
+  const bool warm = config_.warm_start && s.has_projector;
+  const int kk = warm ? d.r : std::min({d.r + config_.oversample, d.am, d.an});  // columns of the basis B
+  // Ω (cold): the twin draws am·kk normals from rng, row by row, two next_u64 each. The device
+  // computes them from the stream's current state; the host Rng skips past them.
+  const uint64_t omega_state = rng.state;
+  if (!warm) rng.state += 2 * (uint64_t)d.am * (uint64_t)kk * kSplitMixGamma;
+  phase_count_ = 0;
+  last_fell_back_ = false;
+  // B (an×kk, column-major, buf_b_): an orthonormal basis of the approximate top right singular
+  // subspace; then M = (A·B)ᵀ(A·B) and its eigenvectors in small_a_. The first attempt
+  // orthonormalizes with CholeskyQR, whose failures are flagged on the device; if any was, the
+  // same computation (same Ω, same previous projector: nothing of the state is written until the
+  // end) runs again with Householder QR.
+  for (int attempt = 0;; attempt++) {
+    const bool householder = attempt > 0;
+    CUDA_CHECK(cudaMemsetAsync(failure_, 0, sizeof(int), stream_));
+    if (warm) {
+      // X = the previous projector's rows as columns (an×r): right Q's storage is that already;
+      // left P's storage is its transpose.
+      int slot = phase_begin(Phase::products);
+      if (d.right) apply_a(buf_a_, G, s.projector, d.an, false, kk, s, false);  // Z = A·X (am×r)
+      else apply_a(buf_a_, G, s.projector, d.r, true, kk, s, false);
+      phase_end(slot);
+      orthonormalize(buf_a_, d.am, kk, householder);
+      slot = phase_begin(Phase::products);
+      apply_a(buf_b_, G, buf_a_, d.am, false, kk, s, true);  // Y = Aᵀ·Z (an×r)
+      phase_end(slot);
+      orthonormalize(buf_b_, d.an, kk, householder);
+    } else {
+      // Randomized range finder (top_right_singular_randomized).
+      int slot = phase_begin(Phase::products);
+      splitmix_normal_f32(buf_a_, omega_state, d.am, kk, stream_);  // Ω (am×k), column-major
+      apply_a(buf_b_, G, buf_a_, d.am, false, kk, s, true);         // Y = AᵀΩ (an×k)
+      phase_end(slot);
+      orthonormalize(buf_b_, d.an, kk, householder);
+      for (int it = 0; it < config_.power_iters; it++) {
+        slot = phase_begin(Phase::products);
+        apply_a(buf_a_, G, buf_b_, d.an, false, kk, s, false);  // Z = orth(A·B) (am×k)
+        phase_end(slot);
+        orthonormalize(buf_a_, d.am, kk, householder);
+        slot = phase_begin(Phase::products);
+        apply_a(buf_b_, G, buf_a_, d.am, false, kk, s, true);  // B = orth(Aᵀ·Z) (an×k)
+        phase_end(slot);
+        orthonormalize(buf_b_, d.an, kk, householder);
+      }
     }
+    // Rayleigh-Ritz: the right singular vectors of C = A·B (am×kk) are B·V, V the eigenvectors of
+    // M = CᵀC (kk×kk; syevd: ascending eigenvalues σ², eigenvectors in place). Measured on an
+    // H200 at k = 256: syevd 2.0 ms whatever M; syevj 1.2 ms on a nearly diagonal M but 3.9 ms on
+    // a full one; gesvd of the k×k R_c of a QR of C, as before, 13.5 ms.
+    int slot = phase_begin(Phase::products);
+    apply_a(buf_a_, G, buf_b_, d.an, false, kk, s, false);  // C = A·B (am×kk)
+    phase_end(slot);
+    slot = phase_begin(Phase::rotation);
+    gemm_->gemm(true, false, kk, kk, d.am, 1.0f, buf_a_, d.am, buf_a_, d.am, 0.0f, small_a_, kk, stream_);  // M
+    CUSOLVER_CHECK(cusolverDnSsyevd(solver_, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_UPPER, kk, small_a_, kk, sigma_,
+                                    solver_work_, solver_lwork_, info_));
+    flag_failure(failure_, info_, nullptr, 0, stream_);
+    phase_end(slot);
+    slot = phase_begin(Phase::check);
+    int failed = 0;
+    CUDA_CHECK(cudaMemcpyAsync(&failed, failure_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    phase_end(slot);
+    if (!failed) break;
+    // Householder QR does not fail: what fails now is the eigensolver (non-finite G, say).
+    OWLORE_REQUIRE(!householder, "GaLore (GPU): cuSOLVER syevd failed on the ", kk, " x ", kk,
+                   " Rayleigh-Ritz matrix of a ", s.rows, " x ", s.cols, " gradient (is the gradient finite?)");
+    fallbacks_++;
+    last_fell_back_ = true;
   }
-  // Rotate B onto A's right singular directions: A·B = Q_c R_c; the right singular vectors of A·B
-  // are those of the kk×kk R_c (V), and the projector rows are (B·V[:, :r])ᵀ.
-  apply_a(buf_a_, G, buf_b_, d.an, false, kk, s, false);  // C = A·B (am×kk)
-  CUSOLVER_CHECK(cusolverDnSgeqrf(solver_, d.am, kk, buf_a_, d.am, tau_, solver_work_, solver_lwork_, info_));
-  upper_triangle_f32(small_a_, buf_a_, kk, d.am, stream_);
-  CUSOLVER_CHECK(cusolverDnSgesvd(solver_, 'N', 'A', kk, kk, small_a_, kk, sigma_, nullptr, kk, small_b_, kk,
-                                  solver_work_, solver_lwork_, tau_, info_));
-  check_info("gesvd (randomized projector)");
-  // out (an×r column-major) = B·op_T(Vᵀ[:r, :]) = the projector rows (r×an row-major). Right: that
-  // is Q; left: P = its transpose (buf_a_ is free again: an·r ≤ am·kk).
+  // out (an×r column-major) = B·V_top = the projector rows (r×an row-major), largest first. Right:
+  // that is Q; left: P = its transpose (buf_a_ is free again: an·r ≤ am·kk).
+  const int slot = phase_begin(Phase::rotation);
+  reverse_columns_f32(small_b_, small_a_, kk, d.r, kk, stream_);  // V_top (kk×r)
   float* out = d.right ? s.projector : buf_a_;
-  gemm_->gemm(false, true, d.an, d.r, kk, 1.0f, buf_b_, d.an, small_b_, kk, 0.0f, out, d.an, stream_);
+  gemm_->gemm(false, false, d.an, d.r, kk, 1.0f, buf_b_, d.an, small_b_, kk, 0.0f, out, d.an, stream_);
   if (!d.right) transpose_f32(s.projector, buf_a_, d.r, d.an, d.an, d.r, stream_);
+  phase_end(slot);
 }
 
 double GaloreGpu::refresh(GaloreGpuMatrix& s, const float* G, Rng& rng) {

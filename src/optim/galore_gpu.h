@@ -8,12 +8,24 @@
 //    A is always tall: rows ≥ cols, as gesvd requires), column-major copy of A, jobu='N',
 //    jobvt='S'; the top-r rows of Vᵀ are the projector. One-sided QR-based SVD of the gradient
 //    itself (not of its Gram matrix, which would square the condition number).
-//  - fast: the randomized range finder of svd_cpu (Halko et al. 2011) on the device: Ω (drawn on
-//    the host from the caller's Rng in the twin's order, so the draws and the Rng state match the
-//    CPU trainer), Y = AᵀΩ, power iterations with a QR (geqrf + orgqr) after every product, then
-//    the small SVD of A·B through its QR (A·B = Q_c R_c, the right singular vectors of A·B are
-//    those of the k×k R_c, gesvd). Warm start (after the first projector): one subspace iteration
-//    from the previous projector, as top_right_singular_warm.
+//  - fast: the randomized range finder of svd_cpu (Halko et al. 2011) on the device, every step a
+//    GEMM or a small k×k factorization (k = r + oversample cold, r warm):
+//      cold: Ω (am×k) = the caller's Rng normals in the twin's order, generated on the device from
+//            the Rng's state (SplitMix64 is seekable; the host Rng then skips them, so draws and
+//            state match the CPU trainer); Y = AᵀΩ; power iterations Z = A·B, B = Aᵀ·Z with an
+//            orthonormalization after every product.
+//      warm (after the first projector; as top_right_singular_warm): one subspace iteration from
+//            the previous projector X, B = orth(Aᵀ·orth(A·X)). The inner orth leaves the span
+//            unchanged (the twin's B = orth(Aᵀ(A·X))) and keeps Y's conditioning at σ1/σr
+//            instead of (σ1/σr)².
+//    orth = shifted CholeskyQR3 (Fukaya et al. 2020): W = YᵀY (GEMM), potrf, Y ← Y·U⁻¹ (trsm),
+//    three times, the first with a small diagonal shift so potrf succeeds up to cond(Y) ≈ 1e5 in
+//    fp32. A failed factorization is flagged on the device and checked once per refresh; the
+//    refresh then reruns with Householder QR (geqrf + orgqr) instead (fallbacks() counts them).
+//    Rotation (Rayleigh-Ritz, the twin's small SVD of A·B): C = A·B, M = CᵀC (k×k), eigenvectors
+//    V of M (syevd, ascending), projector rows = (B·V[:, top r, descending])ᵀ: B·V are the right
+//    singular vectors of C. M squares C's condition number, so directions whose σ² sits below
+//    ~1e-6·σ1² are resolved only roughly, which moves the captured energy by less than that.
 // Singular vectors are defined up to sign (and, at repeated singular values, up to rotation): the
 // GPU projector spans the twin's subspace but may differ in signs. The update is sign-invariant
 // within one projector; across a refresh the kept moments meet the new signs as in the reference.
@@ -102,19 +114,40 @@ class GaloreGpu {
 
   cudaStream_t stream() const { return stream_; }
 
+  // Fast refreshes that fell back to Householder QR (a Cholesky factorization failed: G or its
+  // sketch too ill-conditioned for shifted CholeskyQR in fp32, e.g. G = 0).
+  int fallbacks() const { return fallbacks_; }
+
+  // Diagnostics for tools/bench_refresh: with profile_phases(true) the fast refresh records CUDA
+  // events around its pieces; refresh_phases() sums the last fast refresh's by kind (synchronizes).
+  struct RefreshPhases {
+    float products_ms = 0;        // GEMMs with G (A·X, Aᵀ·Z), Ω
+    float orthonormalize_ms = 0;  // CholeskyQR (or the Householder fallback)
+    float rotation_ms = 0;        // M = CᵀC, eigensolver, the final B·V (C = A·B counts as a product)
+    float check_ms = 0;           // the one host round trip that reads the failure flag
+    bool fell_back = false;
+  };
+  void profile_phases(bool on);
+  RefreshPhases refresh_phases() const;
+
  private:
   void refresh_exact(GaloreGpuMatrix& s, const float* G);
   void refresh_fast(GaloreGpuMatrix& s, const float* G, Rng& rng);
   // Column-major out (rows×k) = A·X (a_times) or Aᵀ·X, A the working matrix of G (see .cu).
   void apply_a(float* out, const float* G, const float* X, int ldx, bool trans_x, int k, const GaloreGpuMatrix& s,
                bool transpose_a);
-  // Orthonormal basis of the columns of Y (rows×k, column-major, in place): geqrf + orgqr.
-  void orthonormalize(float* Y, int rows, int k);
+  // Orthonormal basis of the columns of Y (rows×k, column-major, in place): shifted CholeskyQR3,
+  // failures flagged in failure_; or (householder) geqrf + orgqr.
+  void orthonormalize(float* Y, int rows, int k, bool householder);
   void check_info(const char* what);
+  enum class Phase { products, orthonormalize, rotation, check };
+  int phase_begin(Phase phase);  // slot for phase_end, -1 when not profiling
+  void phase_end(int slot);
 
   GaloreConfig config_;
   cudaStream_t stream_;
   cusolverDnHandle_t solver_ = nullptr;
+  cublasHandle_t blas_ = nullptr;  // fast mode: trsm of CholeskyQR
   std::unique_ptr<GemmF32> gemm_;
   // workspace layout (floats unless noted), sizes for the largest shape
   int64_t max_r_numel_ = 0, max_mn_ = 0, buf_a_floats_ = 0, buf_b_floats_ = 0, small_floats_ = 0;
@@ -126,14 +159,20 @@ class GaloreGpu {
   float* N_ = nullptr;        // Adam direction (max_r_numel)
   float* buf_a_ = nullptr;    // exact: column-major A (m·n); fast: am×k
   float* buf_b_ = nullptr;    // exact: Vᵀ (an×an); fast: an×k
-  float* small_a_ = nullptr;  // fast: R_c (k×k)
-  float* small_b_ = nullptr;  // fast: Vᵀ of R_c (k×k)
-  float* sigma_ = nullptr;    // singular values
+  float* small_a_ = nullptr;  // fast: the Gram YᵀY and its Cholesky factor; then M = CᵀC and its eigenvectors (k×k)
+  float* small_b_ = nullptr;  // fast: the top-r eigenvectors, descending (k×r)
+  float* sigma_ = nullptr;    // singular values (exact), eigenvalues of M (fast)
   float* tau_ = nullptr;      // Householder scalars / gesvd rwork
   float* solver_work_ = nullptr;
   float* norms_ = nullptr;    // [0]: ‖R‖², [1]: ‖G‖², then sum_squares scratch
-  int* info_ = nullptr;
-  std::vector<float> omega_host_;
+  int* info_ = nullptr;       // [0]: cuSOLVER info, [1]: fast refresh failure flag
+  int* failure_ = nullptr;
+  int fallbacks_ = 0;
+  // profile_phases: event pairs of the last fast refresh and each pair's kind
+  std::vector<cudaEvent_t> phase_events_;
+  std::vector<Phase> phase_kinds_;
+  int phase_count_ = 0;
+  bool last_fell_back_ = false;
 };
 
 }  // namespace owlore
