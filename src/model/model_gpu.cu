@@ -34,6 +34,8 @@ __global__ void float_to_bf16_kernel(bf16* out, const float* in, int64_t n) {
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = __float2bfloat16_rn(in[i]);
 }
+constexpr int64_t kStagingFloats = 16ll << 20;  // the weight staging buffer (64 MiB of fp32)
+
 __global__ void bf16_to_float_kernel(float* out, const bf16* in, int64_t n) {
   const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) out[i] = __bfloat162float(in[i]);
@@ -160,10 +162,9 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
                              "fp32");
   m.i_attn_ws = plan.add(Arena::Workspace, "attention backward D",
                          attention_backward_workspace_bytes(options.max_batch, options.seq, c.n_heads), "fp32");
-  // Weight upload/download goes through one tensor-sized fp32 staging buffer.
-  int64_t largest = 0;
-  for (const TensorSlot& t : layout.tensors) largest = std::max(largest, t.numel());
-  m.i_upload = plan.add(Arena::Workspace, "weight staging", largest * f4, "fp32");
+  // Weight upload/download goes through a fixed fp32 staging buffer, chunk by chunk of the
+  // (contiguous) arena: 64 MiB, not the largest tensor (500 MiB for a 7B model's embedding).
+  m.i_upload = plan.add(Arena::Workspace, "weight staging", std::min(layout.total, kStagingFloats) * f4, "fp32");
 }
 
 GpuModel::~GpuModel() {
@@ -209,9 +210,10 @@ void* GpuModel::weights_device() { return impl_->weights; }
 
 void GpuModel::upload_weights(const float* host) {
   Impl& m = *impl_;
-  for (const TensorSlot& t : layout_.tensors) {
-    CUDA_CHECK(cudaMemcpyAsync(m.upload, host + t.offset, t.numel() * sizeof(float), cudaMemcpyHostToDevice, m.stream));
-    float_to_bf16_kernel<<<ceil_div(t.numel(), 256), 256, 0, m.stream>>>(m.weights + t.offset, m.upload, t.numel());
+  for (int64_t begin = 0; begin < layout_.total; begin += kStagingFloats) {
+    const int64_t n = std::min(kStagingFloats, layout_.total - begin);
+    CUDA_CHECK(cudaMemcpyAsync(m.upload, host + begin, n * sizeof(float), cudaMemcpyHostToDevice, m.stream));
+    float_to_bf16_kernel<<<ceil_div(n, 256), 256, 0, m.stream>>>(m.weights + begin, m.upload, n);
     CUDA_CHECK_LAUNCH();
   }
   CUDA_CHECK(cudaStreamSynchronize(m.stream));
@@ -219,10 +221,11 @@ void GpuModel::upload_weights(const float* host) {
 
 void GpuModel::download_weights(float* host) const {
   Impl& m = *impl_;
-  for (const TensorSlot& t : layout_.tensors) {
-    bf16_to_float_kernel<<<ceil_div(t.numel(), 256), 256, 0, m.stream>>>(m.upload, m.weights + t.offset, t.numel());
+  for (int64_t begin = 0; begin < layout_.total; begin += kStagingFloats) {
+    const int64_t n = std::min(kStagingFloats, layout_.total - begin);
+    bf16_to_float_kernel<<<ceil_div(n, 256), 256, 0, m.stream>>>(m.upload, m.weights + begin, n);
     CUDA_CHECK_LAUNCH();
-    CUDA_CHECK(cudaMemcpyAsync(host + t.offset, m.upload, t.numel() * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
+    CUDA_CHECK(cudaMemcpyAsync(host + begin, m.upload, n * sizeof(float), cudaMemcpyDeviceToHost, m.stream));
     CUDA_CHECK(cudaStreamSynchronize(m.stream));
   }
 }
