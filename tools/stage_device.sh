@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 ninja -C build >/dev/null
 rm -rf .carry/bin /tmp/owlore_stage && mkdir -p .carry/bin .carry/gguf1 .carry/gguf2 /tmp/owlore_stage
 cp build/owlore build/tests/test_*_gpu /tmp/owlore_stage/
+for b in bench_refresh bench_kernels bench_attention; do [ -x build/tools/$b ] && cp build/tools/$b /tmp/owlore_stage/; done
 strip /tmp/owlore_stage/*
 git rev-parse --short HEAD > /tmp/owlore_stage/COMMIT
 tar -cJf .carry/bin/bins.tar.xz -C /tmp/owlore_stage .

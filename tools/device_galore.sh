@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One device call for the GaLore issue: every GPU test (failures in full), the projector refresh
+# benchmark, LLaMA-2-7B shapes (random weights, 16 x 512) with owlore lisa and owlore owlore (the
+# OwLore reference config, with and without --freeze-embeddings) beside the PyTorch GaLore/OwLore
+# peer, and SmolLM2-135M shapes owlore gamma 5 r 128 beside its peer. Staged by
+# tools/stage_device.sh; logs and a summary in $OUT.
+set -u
+OUT=${OUT:-/tmp/owlore_out}; mkdir -p "$OUT/logs"
+BIN=.carry/bin
+export PYTHONUNBUFFERED=1
+bash tools/device_unpack.sh || exit 1
+S=$OUT/summary.txt
+{ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $(cat $BIN/COMMIT)"; date -u; } | tee $S
+for t in $BIN/test_*_gpu; do
+  timeout 150 $t > $OUT/logs/$(basename $t).log 2>&1
+  echo "$(basename $t): $(grep -E '^\[  (PASSED|FAILED) ' $OUT/logs/$(basename $t).log | tr '\n' ' ')" | tee -a $S
+done
+[ -x $BIN/bench_refresh ] && timeout 120 $BIN/bench_refresh > $OUT/logs/bench_refresh.txt 2>&1; tail -25 $OUT/logs/bench_refresh.txt >> $S
+STEPS=8
+# Step times from metrics.jsonl: refresh steps vs the median of the others.
+summarize() {
+  python3 - "$1" "$2" <<'PY' | tee -a $S
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+tokens = 16 * 512
+by_step = {r["step"]: r for r in rows if "tokens_per_s" in r}
+t = {s: tokens / r["tokens_per_s"] for s, r in by_step.items()}
+refresh = [s for s, r in by_step.items() if r.get("projector_refreshes")]
+steady = statistics.median([v for s, v in t.items() if s not in refresh and s > 1] or [0])
+out = {"run": sys.argv[2], "steady_step_s": steady, "steady_tok_s": tokens / steady if steady else None,
+       "peak_GiB": rows[-1]["peak_memory_bytes"] / 2**30}
+if refresh:
+    r = refresh[0]; out["refresh_step_s"] = t[r]; out["refreshes"] = by_step[r]["projector_refreshes"]
+    out["energy_mean"] = by_step[r]["captured_energy_mean"]
+    for K in (50, 100):  # one refresh step per K steps
+        out[f"amortized_tok_s_K{K}"] = tokens * K / ((K - 1) * steady + t[r])
+print(json.dumps(out))
+PY
+}
+common() { echo "--data data/tinyshakespeare/input.txt --device cuda --steps $STEPS --batch 16 --seq 512 --val-every 0 --val-batches 1 \
+  --log-every 1000 --no-checkpoint --recompute ${RECOMPUTE:-layer}"; }
+run() {
+  local name=$1; shift
+  timeout 240 $BIN/owlore train $(common) --out /tmp/$name "$@" > $OUT/logs/$name.log 2>&1
+  echo "$name rc=$?: $(grep -E '^done|error' $OUT/logs/$name.log | head -1)" | tee -a $S
+  grep -E "^  (weights|optimizer state|gradients|activations|workspace|total) " $OUT/logs/$name.log | sed "s/^/  /" >> $S
+  [ -f /tmp/$name/metrics.jsonl ] && summarize /tmp/$name/metrics.jsonl $name
+}
+ref7b="--method owlore --gamma 5 --period 50 --rank 256 --proj-gap 100 --galore-scale 1 --projector fast --outlier-samples 16 --outlier-seq 512 --lr 3e-4"
+run 7b-lisa-bf16 --preset llama2-7b --method lisa --gamma 2 --period 5 --moments bf16
+run 7b-owlore --preset llama2-7b $ref7b
+run 7b-owlore-frozen-emb --preset llama2-7b $ref7b --freeze-embeddings
+small="--preset smollm2-135m --method owlore --gamma 5 --period 50 --rank 128 --proj-gap 100 --galore-scale 1 \
+  --projector fast --outlier-samples 16 --outlier-seq 512 --lr 3e-4"
+STEPS=30 RECOMPUTE=none run smollm2-owlore $small
+STEPS=30 run smollm2-owlore-recompute $small
+timeout 200 python3 tools/bench_train_peer.py --preset llama2-7b --method owlore --gamma 5 --period 50 --galore-rank 256 \
+  --proj-gap 100 --galore-scale 1 --lr 3e-4 --batch 16 --seq 512 --grad-ckpt --warmup 1 --steps 6 2>$OUT/logs/peer7b.err | tail -1 | tee -a $S
+timeout 100 python3 tools/bench_train_peer.py --preset smollm2-135m --method owlore --gamma 5 --period 50 --galore-rank 128 \
+  --proj-gap 100 --galore-scale 1 --lr 3e-4 --batch 16 --seq 512 --warmup 3 --steps 20 2>$OUT/logs/peer135m.err | tail -1 | tee -a $S
