@@ -75,6 +75,11 @@ void* MemoryPlan::ptr(int index) const {
 
 size_t MemoryPlan::bytes(Arena arena) const { return arena_bytes_[(int)arena]; }
 
+void* MemoryPlan::base(Arena arena) const {
+  OWLORE_REQUIRE(allocated_, "memory plan: pointer requested before allocation");
+  return arena_base_[(int)arena];
+}
+
 size_t MemoryPlan::total_bytes() const {
   size_t sum = 0;
   for (size_t b : arena_bytes_) sum += b;

@@ -23,6 +23,7 @@ class MemoryPlan {
   template <typename T>
   T* as(int index) const { return static_cast<T*>(ptr(index)); }
   size_t bytes(Arena arena) const;
+  void* base(Arena arena) const;  // the arena's first byte (nullptr when it holds nothing)
   size_t total_bytes() const;
   // The table: one line per buffer, subtotals per arena, the total, and the card's free memory.
   std::string table() const;

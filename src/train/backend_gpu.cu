@@ -51,18 +51,22 @@ class GpuBackend final : public TrainBackend {
     const int64_t layer_params = c.layer_params();
     // Full-rank slot moments cover the whole layer, or under GaLore only its two norms.
     slot_moment_params_ = o.galore ? 2 * C : layer_params;
-    // Global tensors (embedding, final norm, untied head) train for the whole run.
-    i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding", V * C * 4, "fp32");
-    i_grad_final_norm_ = plan_.add(Arena::Gradients, "final norm", C * 4, "fp32");
-    if (!c.tied_embeddings) i_grad_head_ = plan_.add(Arena::Gradients, "lm head", V * C * 4, "fp32");
+    // Global tensors (embedding, final norm, untied head) train for the whole run, or never
+    // (--freeze-embeddings: no gradient, no moments).
+    if (o.train_embeddings) {
+      i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding", V * C * 4, "fp32");
+      i_grad_final_norm_ = plan_.add(Arena::Gradients, "final norm", C * 4, "fp32");
+      if (!c.tied_embeddings) i_grad_head_ = plan_.add(Arena::Gradients, "lm head", V * C * 4, "fp32");
+    }
     // A slot's gradient: the whole layer, or with streamed GaLore gradients its two norms only.
     slot_grad_floats_ = streaming_ ? 2 * C : layer_params;
     i_slot_grads_ = plan_.add(Arena::Gradients,
                               std::to_string(n_slots_) + (streaming_ ? " layer slots (norms; matrices streamed)" : " layer slots"),
                               n_slots_ * slot_grad_floats_ * 4, "fp32");
-    const int64_t global_params = V * C * (c.tied_embeddings ? 1 : 2) + C;
-    i_moments_global_ = plan_.add(Arena::OptimizerState, "Adam m, v (embedding, head, norm)",
-                                  2 * global_params * moment_bytes, o.moments);
+    const int64_t global_params = o.train_embeddings ? V * C * (c.tied_embeddings ? 1 : 2) + C : 0;
+    if (global_params > 0)
+      i_moments_global_ = plan_.add(Arena::OptimizerState, "Adam m, v (embedding, head, norm)",
+                                    2 * global_params * moment_bytes, o.moments);
     i_moments_slots_ = plan_.add(Arena::OptimizerState,
                                  std::string(o.galore ? "Adam m, v (norms of " : "Adam m, v (") +
                                      std::to_string(n_slots_) + " layer slots)",
@@ -75,9 +79,8 @@ class GpuBackend final : public TrainBackend {
     model_->upload_weights(weights.data());
     const cudaStream_t s = model_->stream();
     // Gradients and moments start at zero; after this, only slot resets touch them.
-    CUDA_CHECK(cudaMemsetAsync(plan_.ptr(i_grad_embedding_), 0, plan_.bytes(Arena::Gradients), s));
-    CUDA_CHECK(cudaMemsetAsync(plan_.ptr(i_moments_global_), 0, plan_.bytes(Arena::OptimizerState), s));
-    CUDA_CHECK(cudaMemsetAsync(streamed_sum_squares(), 0, sizeof(float), s));
+    clear_gradients();
+    CUDA_CHECK(cudaMemsetAsync(plan_.base(Arena::OptimizerState), 0, plan_.bytes(Arena::OptimizerState), s));
     CUDA_CHECK(cudaStreamSynchronize(s));
     // Per-tensor moment offsets: global tensors packed in arena order inside the global block.
     int64_t cursor = 0;
@@ -88,7 +91,7 @@ class GpuBackend final : public TrainBackend {
     layer_of_slot_.assign(n_slots_, -1);
     tensor_steps_.assign(layout.tensors.size(), 0);
     // No decoder layer trains until the loop says which (set_mask before the first step).
-    set_mask(TrainMask{std::vector<bool>(c.n_layers, false), true, true}, false);
+    set_mask(TrainMask{std::vector<bool>(c.n_layers, false), o.train_embeddings, o.train_embeddings}, false);
   }
 
   std::string device_name() const override { return cuda_device_name(); }
@@ -125,9 +128,12 @@ class GpuBackend final : public TrainBackend {
         }
       }
     mask_ = mask;
-    grad_targets_.embedding = plan_.as<float>(i_grad_embedding_);
-    grad_targets_.final_norm = plan_.as<float>(i_grad_final_norm_);
-    grad_targets_.lm_head = i_grad_head_ >= 0 ? plan_.as<float>(i_grad_head_) : nullptr;
+    OWLORE_REQUIRE(options_.train_embeddings || (!mask.embedding && !mask.head),
+                   "the embedding or head is asked to train, but the backend was built with them frozen");
+    auto grad_or_null = [&](int index) { return index >= 0 ? plan_.as<float>(index) : nullptr; };
+    grad_targets_.embedding = grad_or_null(i_grad_embedding_);
+    grad_targets_.final_norm = grad_or_null(i_grad_final_norm_);
+    grad_targets_.lm_head = grad_or_null(i_grad_head_);
     grad_targets_.layer.assign(c.n_layers, nullptr);
     grad_targets_.layer_norms.assign(c.n_layers, nullptr);
     for (int l = 0; l < c.n_layers; l++)
@@ -207,8 +213,7 @@ class GpuBackend final : public TrainBackend {
       }
     });
     // Clear the gradients (and R) of what trains (the rest are untouched zeros).
-    CUDA_CHECK(cudaMemsetAsync(plan_.ptr(i_grad_embedding_), 0, plan_.bytes(Arena::Gradients), s));
-    CUDA_CHECK(cudaMemsetAsync(streamed_sum_squares(), 0, sizeof(float), s));
+    clear_gradients();
     CUDA_CHECK(cudaStreamSynchronize(s));
     backward_since_step_ = false;
   }
@@ -297,6 +302,13 @@ class GpuBackend final : public TrainBackend {
  private:
   float* slot_grads(int slot) const { return plan_.as<float>(i_slot_grads_) + (int64_t)slot * slot_grad_floats_; }
   float* streamed_sum_squares() const { return plan_.as<float>(i_scratch_) + 1; }
+  // Zeroes every gradient (and R, and the streamed norm): the whole gradients arena.
+  void clear_gradients() {
+    const cudaStream_t s = model_->stream();
+    if (plan_.bytes(Arena::Gradients) > 0)
+      CUDA_CHECK(cudaMemsetAsync(plan_.base(Arena::Gradients), 0, plan_.bytes(Arena::Gradients), s));
+    CUDA_CHECK(cudaMemsetAsync(streamed_sum_squares(), 0, sizeof(float), s));
+  }
   void reset_slot(int slot) {
     const cudaStream_t s = model_->stream();
     const size_t moment_bytes = options_.moments == "fp32" ? 4 : 2;

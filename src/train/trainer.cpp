@@ -184,6 +184,7 @@ TrainResult run_training(const TrainOptions& o) {
   optim.seed = o.seed;
   optim.galore = o.method == "owlore" || o.method == "galore";
   optim.stream_galore_gradients = o.grad_accum == 1;
+  optim.train_embeddings = !o.freeze_embeddings;
   optim.galore_config.rank = o.rank;
   optim.galore_config.proj_gap = o.proj_gap;
   optim.galore_config.scale = o.galore_scale;
