@@ -311,6 +311,52 @@ TEST(GaloreGpu, FastModeCapturesTheExactEnergy) {
     EXPECT_GE(e_cold, 0.99 * e_exact) << s.m << "x" << s.n;
     EXPECT_GE(e_warm, 0.99 * e_exact) << s.m << "x" << s.n;
     EXPECT_LE(e_cold, e_exact * (1 + 1e-4)) << "nothing beats the exact top-r subspace";
+    EXPECT_EQ(gpu_fast.fallbacks(), 0) << s.m << "x" << s.n << ": CholeskyQR should not fail on such a gradient";
+  }
+}
+
+// The fast refresh's CholeskyQR on gradients that break it: a zero gradient (the Gram is zero,
+// potrf fails, the refresh reruns with Householder QR) and a gradient of rank 3 < k (the sketch's
+// Gram is singular; the shifted first pass must still give an orthonormal basis). Both must give
+// orthonormal projectors with the twin's energy and leave the Rng where the twin leaves it.
+TEST(GaloreGpu, FastRefreshOnZeroAndRankDeficientGradients) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  for (Shape s : {Shape{300, 77, 8}, Shape{77, 300, 8}}) {
+    for (const bool zero : {true, false}) {
+      std::vector<float> G((size_t)s.m * s.n, 0.0f);
+      if (!zero) {
+        Rng draw(31);
+        for (int k = 0; k < 3; k++) {
+          std::vector<double> u(s.m), v(s.n);
+          for (double& x : u) x = draw.normal();
+          for (double& x : v) x = draw.normal() * std::pow(0.5, k);
+          for (int i = 0; i < s.m; i++)
+            for (int j = 0; j < s.n; j++) G[(size_t)i * s.n + j] += (float)(u[i] * v[j]);
+        }
+      }
+      const GaloreConfig c = config_for(s.rank, 10, ProjectorMode::fast);
+      GaloreGpu gpu(c, {{s.m, s.n}}, 0);
+      gpu.bind(nullptr);
+      GpuMatrix g(s.m, s.n, c);
+      GaloreState cpu = galore_state(s.m, s.n, c);
+      DeviceBuffer<float> dG(G.size());
+      Rng rng_gpu(3), rng_cpu(3);
+      const char* what = zero ? "zero gradient" : "rank-3 gradient";
+      for (int refresh = 0; refresh < 2; refresh++) {  // cold, then warm from the cold projector
+        dG.upload(G);
+        const double energy = gpu.refresh(g.state, dG.ptr, rng_gpu);
+        galore_refresh(cpu, G.data(), c, rng_cpu);
+        EXPECT_EQ(rng_gpu.state, rng_cpu.state) << what;
+        EXPECT_NEAR(energy, cpu.captured_energy, 1e-4) << what << " " << s.m << "x" << s.n << " refresh " << refresh;
+        const bool right = cpu.side == ProjectionSide::right;
+        const std::vector<double> rows = projector_rows(g.projector(), s.m, s.n, s.rank, right);
+        double ortho = 0;
+        min_cosine_lower_bound(rows, rows, s.rank, right ? s.n : s.m, &ortho);
+        EXPECT_LE(ortho, 1e-4) << what << " " << s.m << "x" << s.n << ": projector rows not orthonormal";
+      }
+      if (zero) EXPECT_EQ(gpu.fallbacks(), 2) << "a zero Gram cannot be factored: both refreshes fall back";
+      std::printf("%dx%d r=%d %s: %d Householder fallbacks in 2 refreshes\n", s.m, s.n, s.rank, what, gpu.fallbacks());
+    }
   }
 }
 

@@ -14,6 +14,10 @@
 // Variant: elementwise kernels are one thread per element (scalar loads: the slices of one
 // layer's arena are not 16-byte aligned at odd sizes); the GEMMs dominate. Not yet measured on a
 // GPU (written without device time; the refresh timing is printed by tests/test_galore_gpu).
+// The fast refresh's helpers (splitmix_normal_f32, shift_diagonal_f32, flag_failure,
+// reverse_columns_f32) are small next to the GEMMs and cuSOLVER calls around them: a 4096×11008
+// r=256 refresh takes 6.0 ms warm, 8.6 ms cold on an H200 (tools/bench_refresh,
+// docs/bench/refresh-h200-2026-11-28.md).
 #pragma once
 #include <cublasLt.h>
 #include <cusolverDn.h>
