@@ -165,6 +165,11 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   // Weight upload/download goes through a fixed fp32 staging buffer, chunk by chunk of the
   // (contiguous) arena: 64 MiB, not the largest tensor (500 MiB for a 7B model's embedding).
   m.i_upload = plan.add(Arena::Workspace, "weight staging", std::min(layout.total, kStagingFloats) * f4, "fp32");
+  // The stream exists from construction (last, after every check that may throw), so whatever a
+  // caller builds on it before bind() — the GaLore optimizer's solver and GEMM handles — is
+  // ordered with the model's kernels. A non-blocking stream does not wait for the legacy default
+  // stream, so work enqueued there would race with the backward.
+  CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
 }
 
 GpuModel::~GpuModel() {
@@ -173,7 +178,6 @@ GpuModel::~GpuModel() {
 
 void GpuModel::bind(const MemoryPlan& plan) {
   Impl& m = *impl_;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   m.matmul = std::make_unique<Matmul>();
   m.weights = plan.as<bf16>(m.i_weights);
   for (const auto& b : m.idx) {

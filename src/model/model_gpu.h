@@ -59,8 +59,8 @@ struct GpuModelOptions {
 
 class GpuModel {
  public:
-  // Registers its buffers in `plan` (weights, activations, workspace). Call bind() after
-  // plan.allocate().
+  // Registers its buffers in `plan` (weights, activations, workspace) and creates stream(). Call
+  // bind() after plan.allocate().
   GpuModel(const ModelLayout& layout, const GpuModelOptions& options, MemoryPlan& plan);
   ~GpuModel();
   GpuModel(const GpuModel&) = delete;

@@ -370,6 +370,9 @@ class GpuBackend final : public TrainBackend {
                                     galore_->workspace_bytes(), "fp32");
   }
   void bind_galore() {
+    // GaLore reads the gradients the backward writes: one stream for both, or they race.
+    OWLORE_REQUIRE(model_->stream() != nullptr && galore_->stream() == model_->stream(),
+                   "GaLore (GPU): the optimizer must run on the model's stream");
     galore_->bind(plan_.ptr(i_galore_workspace_));
     float* base = plan_.as<float>(i_galore_state_);
     for (int slot = 0; slot < n_slots_; slot++)

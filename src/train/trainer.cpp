@@ -331,7 +331,9 @@ TrainResult run_training(const TrainOptions& o) {
       next_batch(data.train, cursor, B, inputs.data() + (int64_t)micro * B * T, targets.data() + (int64_t)micro * B * T);
     for (int32_t t : targets) kept_total += t >= 0;
     double loss_sum = 0;
-    for (int micro = 0; micro < o.grad_accum; micro++) {
+    // A batch with no kept targets has no gradient: no backward (nor projector refreshes from a
+    // zero gradient), no update.
+    for (int micro = 0; micro < o.grad_accum && kept_total > 0; micro++) {
       const int64_t offset = (int64_t)micro * B * T;
       loss_sum += backend->forward_backward(inputs.data() + offset, targets.data() + offset, B, T,
                                             kept_total ? 1.0f / (float)kept_total : 0.0f);
