@@ -8,8 +8,10 @@
 //    Not bit for bit: the gradient GEMMs write into differently aligned buffers (the workspace,
 //    a slot), so cuBLASLt may pick other kernels and G differs in its last bits; a projector of a
 //    nearly degenerate rank-8 subspace turns that into a small rotation that the moments then
-//    meet. Measured on the H200: 2.7e-4 after 6 steps (exact SVD), 1e-5 or less (fast); a wrong
-//    update (a missed clip factor, R not cleared, a wrong matrix offset) moves them by O(1e-2+).
+//    meet. Measured on the H200: 2.7e-4 after 6 steps (exact SVD), 1e-5 or less (fast), but
+//    before the fix that put GaLore on the model's stream (f01d034; the difference may have been
+//    the race); a wrong update (a missed clip factor, R not cleared, a wrong matrix offset) moves
+//    them by O(1e-2+).
 //  - the projector refreshes and their captured energies.
 // The streamed plan must also hold less gradient memory than the buffered one.
 #include <gtest/gtest.h>
