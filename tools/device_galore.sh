@@ -6,6 +6,7 @@
 # tools/stage_device.sh; logs and a summary in $OUT.
 set -u
 OUT=${OUT:-/tmp/owlore_out}; mkdir -p "$OUT/logs"
+trap 'tar -C $OUT -cf $OUT/logs.tar logs && rm -rf $OUT/logs' EXIT  # a call returns at most 8 files
 BIN=.carry/bin
 export PYTHONUNBUFFERED=1
 bash tools/device_unpack.sh || exit 1

@@ -35,7 +35,7 @@ best=$(python3 - <<'PY'
 import glob, json, os
 best = {}
 for f in glob.glob("/tmp/metrics/*.metrics.jsonl"):
-    name, lr = os.path.basename(f).split(".metrics")[0].rsplit("-", 1)
+    name, lr = os.path.basename(f).split(".metrics")[0].split("-", 1)  # "full-3e-5": the lr has a dash
     vals = [json.loads(l)["val_loss"] for l in open(f) if '"val_loss"' in l]
     if vals and (name not in best or vals[-1] < best[name][1]): best[name] = (lr, vals[-1])
 print(" ".join(f"/tmp/{n}-{best[n][0]}" for n in ["full", "lisa", "ows", "owlore", "galore"] if n in best))
