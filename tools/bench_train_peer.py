@@ -414,6 +414,12 @@ def main():
                peak_memory_bytes=torch.cuda.max_memory_allocated() if on_cuda else None,
                peak_memory_note="torch.cuda.max_memory_allocated, reset after the model is built (the fp32 "
                                 "init transient, 27 GB at 7B, is left out)" if on_cuda else "not measured on cpu",
+               # What the process holds on the device at the end (context, cuBLAS workspaces and the
+               # caching allocator's reserve included): comparable with owlore's peak, which is
+               # the device memory in use (cudaMemGetInfo), CUDA context included.
+               max_memory_reserved_bytes=torch.cuda.max_memory_reserved() if on_cuda else None,
+               device_used_bytes=(lambda free_total: free_total[1] - free_total[0])(torch.cuda.mem_get_info())
+               if on_cuda else None,
                torch=torch.__version__, transformers=__import__("transformers").__version__,
                final_loss=loss.item())
     print(json.dumps(out))
