@@ -42,6 +42,11 @@ __global__ void bf16_to_float_kernel(float* out, const bf16* in, int64_t n) {
 }
 }  // namespace
 
+int64_t streamed_gradient_floats(const ModelConfig& c) {
+  const int64_t C = c.d_model, qkv = c.q_dim() + 2 * c.kv_dim();
+  return std::max({qkv * C, 2 * c.ffn * C, c.ffn * C, C * c.q_dim()});
+}
+
 GradTargets arena_grad_targets(const ModelLayout& layout, float* grads) {
   GradTargets g;
   g.embedding = grads + layout.embedding;

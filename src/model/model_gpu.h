@@ -34,7 +34,7 @@ struct GradTargets {
   // next GEMM reuses the workspace: the span holds q,k,v (or gate, up) back to back, laid out as in
   // the arena. The layer's two norm gradients (+=) go to layer_norms[l] (2C: attention norm, then
   // MLP norm).
-  float* matrix_workspace = nullptr;  // (largest weight-gradient GEMM: max of qkv·C, 2F·C, C·F, C·q)
+  float* matrix_workspace = nullptr;  // (streamed_gradient_floats(config))
   std::vector<float*> layer_norms;    // per decoder layer, (2C) or nullptr
   std::function<void(int layer, int64_t offset, int64_t numel)> consume;
 };
@@ -45,6 +45,10 @@ struct GradTargets {
 // bytes less per token and layer). layer: only each layer's input x is kept; the backward
 // reruns the layer's forward into one shared set of buffers (about one more forward in time).
 enum class Recompute { none, cheap, layer };
+
+// Floats of GradTargets::matrix_workspace: the largest weight-gradient GEMM of a layer (qkv·C,
+// 2F·C for gate and up, C·F, C·q).
+int64_t streamed_gradient_floats(const ModelConfig& config);
 
 // Gradient targets laid out like the weight arena (grads has layout.total floats): every tensor
 // gets a gradient; the tied head's goes to the embedding's.

@@ -48,9 +48,13 @@ void blas_check(cublasStatus_t status, const char* call, const char* file, int l
 
 }  // namespace
 
+int64_t galore_gpu_r_floats(int rows, int cols, const GaloreConfig& config) {
+  return align_floats((int64_t)std::min({config.rank, rows, cols}) * std::max(rows, cols));
+}
+
 int64_t galore_gpu_state_floats(int rows, int cols, const GaloreConfig& config) {
   const int64_t r = std::min({config.rank, rows, cols});
-  return align_floats(r * std::min(rows, cols)) + 2 * align_floats(r * std::max(rows, cols));
+  return align_floats(r * std::min(rows, cols)) + 2 * galore_gpu_r_floats(rows, cols, config);
 }
 
 GaloreGpuMatrix galore_gpu_matrix(int rows, int cols, const GaloreConfig& config, float* memory) {

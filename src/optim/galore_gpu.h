@@ -72,6 +72,8 @@ struct GaloreGpuMatrix {
 
 // Floats of device memory the state of one rows×cols matrix needs (projector + m + v).
 int64_t galore_gpu_state_floats(int rows, int cols, const GaloreConfig& config);
+// Floats of one R (the projected gradient, r_numel) of a rows×cols matrix, 256-byte aligned.
+int64_t galore_gpu_r_floats(int rows, int cols, const GaloreConfig& config);
 
 // A state over memory (galore_gpu_state_floats floats): side chosen, rank clamped, no
 // projector, step 0. Does not touch the memory: zero the moments with galore_gpu_reset.

@@ -72,7 +72,7 @@ class GpuBackend final : public TrainBackend {
                                      std::to_string(n_slots_) + " layer slots)",
                                  2 * n_slots_ * slot_moment_params_ * moment_bytes, o.moments);
     if (o.galore) plan_galore(layout);
-    i_scratch_ = plan_.add(Arena::Workspace, "norm scratch", (sum_squares_scratch_floats() + 2) * 4, "fp32");
+    i_scratch_ = plan_.add(Arena::Workspace, "norm scratch", (sum_squares_scratch_floats() + 1) * 4, "fp32");
     plan_.allocate();
     model_->bind(plan_);
     if (o.galore) bind_galore();
@@ -161,7 +161,7 @@ class GpuBackend final : public TrainBackend {
   double grad_sum_squares() override {
     const cudaStream_t s = model_->stream();
     float* total = plan_.as<float>(i_scratch_);
-    float* scratch = total + 2;  // [1] holds the streamed matrices' sum
+    float* scratch = total + 1;
     bool first = true;
     if (streaming_) {  // the streamed matrices were measured during the backward
       CUDA_CHECK(cudaMemcpyAsync(total, streamed_sum_squares(), sizeof(float), cudaMemcpyDeviceToDevice, s));
@@ -301,13 +301,10 @@ class GpuBackend final : public TrainBackend {
 
  private:
   float* slot_grads(int slot) const { return plan_.as<float>(i_slot_grads_) + (int64_t)slot * slot_grad_floats_; }
-  float* streamed_sum_squares() const { return plan_.as<float>(i_scratch_) + 1; }
-  // Zeroes every gradient (and R, and the streamed norm): the whole gradients arena.
+  float* streamed_sum_squares() const { return plan_.as<float>(i_streamed_norm_); }
+  // Zeroes every gradient (and R, and the streamed sum of squares): the whole gradients arena.
   void clear_gradients() {
-    const cudaStream_t s = model_->stream();
-    if (plan_.bytes(Arena::Gradients) > 0)
-      CUDA_CHECK(cudaMemsetAsync(plan_.base(Arena::Gradients), 0, plan_.bytes(Arena::Gradients), s));
-    CUDA_CHECK(cudaMemsetAsync(streamed_sum_squares(), 0, sizeof(float), s));
+    CUDA_CHECK(cudaMemsetAsync(plan_.base(Arena::Gradients), 0, plan_.bytes(Arena::Gradients), model_->stream()));
   }
   void reset_slot(int slot) {
     const cudaStream_t s = model_->stream();
@@ -340,11 +337,8 @@ class GpuBackend final : public TrainBackend {
         galore_shapes_.push_back({(int)t.rows, (int)t.cols});
         galore_state_offsets_.push_back(galore_slot_floats_);
         galore_slot_floats_ += galore_gpu_state_floats((int)t.rows, (int)t.cols, galore_config_);
-        // R: (m, r) on the right side (m ≥ n), (r, n) on the left; 256-byte aligned for cuBLASLt.
-        const int64_t rank = std::min<int64_t>({galore_config_.rank, t.rows, t.cols});
-        const int64_t r_numel = rank * (t.rows >= t.cols ? t.rows : t.cols);
         galore_r_offsets_.push_back(galore_slot_r_floats_);
-        galore_slot_r_floats_ += (r_numel + 63) / 64 * 64;
+        galore_slot_r_floats_ += galore_gpu_r_floats((int)t.rows, (int)t.cols, galore_config_);
       }
     }
     galore_matrices_per_layer_ = (int)galore_shapes_.size();
@@ -354,15 +348,15 @@ class GpuBackend final : public TrainBackend {
                                     std::to_string(galore_config_.rank) + ")",
                                 (size_t)n_slots_ * galore_slot_floats_ * 4, "fp32");
     if (streaming_) {
-      // R of every matrix of every slot, and one workspace for the largest weight-gradient GEMM
-      // (q,k,v or gate,up come out of one GEMM; it also serves as U in the optimizer step).
-      const ModelConfig& c = layout.config;
-      const int64_t C = c.d_model, qkv = c.q_dim() + 2 * c.kv_dim();
-      const int64_t largest = std::max({qkv * C, 2 * c.ffn * C, c.ffn * C, C * c.q_dim()});
+      // R of every matrix of every slot, their squared norms' sum (cleared with the gradients), and
+      // one workspace for the largest weight-gradient GEMM (it also serves as U in the optimizer
+      // step).
       i_projected_ = plan_.add(Arena::Gradients,
                                "GaLore R, projected gradients (" + std::to_string(n_slots_) + " slots)",
                                (size_t)n_slots_ * galore_slot_r_floats_ * 4, "fp32");
-      i_matrix_grad_ = plan_.add(Arena::Workspace, "streamed weight gradient (largest GEMM)", largest * 4, "fp32");
+      i_streamed_norm_ = plan_.add(Arena::Gradients, "streamed gradients' sum of squares", 4, "fp32");
+      i_matrix_grad_ = plan_.add(Arena::Workspace, "streamed weight gradient (largest GEMM)",
+                                 streamed_gradient_floats(layout.config) * 4, "fp32");
     }
     i_galore_workspace_ = plan_.add(Arena::Workspace,
                                     std::string("GaLore refresh (") +
@@ -390,7 +384,7 @@ class GpuBackend final : public TrainBackend {
   void consume_matrices(int l, int64_t offset, int64_t numel) {
     const cudaStream_t s = model_->stream();
     const float* span = plan_.as<float>(i_matrix_grad_);
-    float* scratch = plan_.as<float>(i_scratch_) + 2;
+    float* scratch = plan_.as<float>(i_scratch_) + 1;
     for (size_t i = 0; i < layout_.tensors.size(); i++) {
       const TensorSlot& t = layout_.tensors[i];
       if (t.layer != l || t.offset < offset || t.offset >= offset + numel) continue;
@@ -589,7 +583,7 @@ class GpuBackend final : public TrainBackend {
   int galore_matrices_per_layer_ = 0;
   std::vector<int> matrix_ordinal_;  // per layout tensor: which matrix of its layer, or -1
   std::vector<GaloreGpuMatrix> galore_states_;
-  int i_galore_state_ = -1, i_galore_workspace_ = -1, i_projected_ = -1, i_matrix_grad_ = -1;
+  int i_galore_state_ = -1, i_galore_workspace_ = -1, i_projected_ = -1, i_streamed_norm_ = -1, i_matrix_grad_ = -1;
   ProjectorReport projector_report_;  // refreshes of the last optimizer step
   ProjectorReport streamed_report_;   // refreshes during the backward, reported by the next step
 };
