@@ -22,13 +22,28 @@ run() {  # name, lr, extra flags
   echo "$name lr $lr rc=$? $*: $(grep -E '^done|error' /tmp/$name-$lr.log | head -1)" >> $S
   cp /tmp/$name-$lr/metrics.jsonl /tmp/metrics/$name-$lr.metrics.jsonl 2>/dev/null
 }
-for lr in 3e-5 1e-4; do run full $lr --method full; done
-for lr in 1e-4 3e-4; do
-  run lisa $lr --method lisa --gamma 2
-  run ows $lr --method ows --gamma 5
-  run owlore $lr --method owlore --gamma 5 --rank 128 --projector fast
-  run galore $lr --method galore --rank 128 --projector fast
+# METHODS picks the methods, LRS the learning rates (default: each method's usual pair).
+flags() {
+  case $1 in
+    full) echo "--method full" ;;
+    lisa) echo "--method lisa --gamma 2" ;;
+    ows) echo "--method ows --gamma 5" ;;
+    owlore) echo "--method owlore --gamma 5 --rank 128 --projector fast" ;;
+    galore) echo "--method galore --rank 128 --projector fast" ;;
+  esac
+}
+for m in ${METHODS:-full lisa ows owlore galore}; do
+  if [ "$m" = full ]; then lrs=${LRS:-3e-5 1e-4}; else lrs=${LRS:-1e-4 3e-4}; fi
+  for lr in $lrs; do run $m $lr $(flags $m); done
 done
+# The exact SVD must capture at least the fast projector's energy on the same gradients (step 1).
+if [ -n "${ENERGY:-}" ]; then
+  for p in exact fast; do
+    timeout 120 $BIN/owlore train --model $G --data data/gsm8k/train.jsonl --device cuda --method galore --rank 128 \
+      --projector $p --steps 1 --batch 2 --seq 256 --val-every 0 --no-checkpoint --out /tmp/energy-$p > /tmp/energy-$p.log 2>&1
+    echo "energy $p rc=$?: $(grep -o '"captured_energy_m[a-z]*":[0-9.e-]*' /tmp/energy-$p/metrics.jsonl | tr '\n' ' ')" >> $S
+  done
+fi
 tar -C /tmp -cf "$OUT/methods_metrics.tar" metrics
 # Each method at the lr with the lowest final validation loss.
 best=$(python3 - <<'PY'
