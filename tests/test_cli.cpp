@@ -35,6 +35,7 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
       {"train --preset tiny --steps many --data " + kData, "--steps"},
       {"train --preset tiny --batch 1.5 --data " + kData, "--batch"},
       {"train --preset tiny", "--data is required"},
+      {"train --preset tiny --offload-activations --data " + kData, "--offload-activations needs --recompute layer"},
       {"frobnicate", "frobnicate"},
   };
   for (const Case& c : cases) {

@@ -156,3 +156,65 @@ TEST(GpuModel, RecomputeLevelsGiveTheSameGradients) {
     }
   }
 }
+
+// Offloaded layer inputs (GpuModelOptions::offload_layer_inputs) change where the inputs wait,
+// not what is computed: the same losses and gradients as Recompute::layer keeping them all, over
+// steps that use the ring in every way — a full backward (every input fetched back), an
+// evaluation forward (no copies), a backward stopping at layer 2 (frozen embedding), one stopping
+// at layer 4 (nothing fetched, copies of the forward still pending when the next step writes), a
+// smaller batch. Six layers, so that some inputs make the round trip through the host.
+TEST(GpuModel, OffloadedLayerInputsGiveTheSameTraining) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  ModelConfig cfg = preset_config("tiny-gpu");
+  cfg.n_layers = 6;
+  const ModelLayout layout(cfg);
+  std::vector<float> w(layout.total);
+  init_weights(layout, w.data(), 21);
+  const int B = 3, T = 37;
+  auto layers = [](std::vector<bool> trained, bool embedding) { return TrainMask{trained, embedding, true}; };
+  const std::vector<std::pair<int, TrainMask>> steps = {
+      {3, TrainMask::all(6)},
+      {3, layers({false, false, true, false, true, false}, false)},
+      {2, layers({false, false, false, false, true, false}, false)},
+      {2, TrainMask::all(6)},
+  };
+  struct Run {
+    std::vector<double> losses;
+    std::vector<std::vector<float>> grads;
+    size_t activations = 0, pinned = 0;
+  };
+  auto train = [&](bool offload) {
+    Run run;
+    MemoryPlan plan;
+    GpuModel gpu(layout, GpuModelOptions{B, T, 2048, Recompute::layer, offload}, plan);
+    plan.allocate();
+    gpu.bind(plan);
+    gpu.upload_weights(w.data());
+    run.activations = plan.bytes(Arena::Activations);
+    run.pinned = gpu.pinned_host_bytes();
+    test::DeviceBuffer<float> grads(layout.total);
+    const GradTargets g = arena_grad_targets(layout, grads.ptr);
+    for (size_t i = 0; i < steps.size(); i++) {
+      const int b = steps[i].first, N = b * T;
+      const auto inputs = test::random_tokens(N, cfg.vocab, 30 + i), targets = test::random_tokens(N, cfg.vocab, 50 + i);
+      CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
+      run.losses.push_back(gpu.forward_backward(inputs.data(), targets.data(), b, 1.0f / N, g, steps[i].second));
+      run.grads.push_back(grads.download());
+      int64_t kept = 0;
+      run.losses.push_back(gpu.forward_loss(targets.data(), inputs.data(), b, &kept));  // an evaluation between steps
+    }
+    return run;
+  };
+  const Run kept = train(false), offloaded = train(true);
+  const size_t input_bytes = (size_t)B * T * cfg.d_model * sizeof(bf16);
+  EXPECT_EQ(offloaded.pinned, 6 * input_bytes);
+  EXPECT_EQ(kept.pinned, 0u);
+  EXPECT_LE(offloaded.activations + 4 * input_bytes, kept.activations) << "four of six inputs leave the GPU";
+  ASSERT_EQ(kept.losses.size(), offloaded.losses.size());
+  for (size_t i = 0; i < kept.losses.size(); i++) EXPECT_EQ(offloaded.losses[i], kept.losses[i]) << "loss " << i;
+  for (size_t i = 0; i < steps.size(); i++)
+    for (const TensorSlot& t : layout.tensors) {
+      const double err = test::rel_error(offloaded.grads[i].data() + t.offset, kept.grads[i].data() + t.offset, t.numel());
+      EXPECT_LE(err, 1e-6) << "step " << i + 1 << ", " << t.name;
+    }
+}

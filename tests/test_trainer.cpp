@@ -61,9 +61,10 @@ TEST(Trainer, TinyPresetLearnsShakespeare) {
   int lines = 0;
   while (std::getline(file, line)) {
     const auto record = nlohmann::json::parse(line);
-    if (lines > 0)
+    if (lines > 0) {
       for (const char* key : {"step", "loss", "lr", "grad_norm", "tokens_per_s"})
         EXPECT_TRUE(record.contains(key)) << "metrics line " << lines << " lacks " << key;
+    }
     lines++;
   }
   EXPECT_EQ(lines, 121);

@@ -4,7 +4,9 @@
 # OwLore reference config, with and without --freeze-embeddings) beside the PyTorch GaLore/OwLore
 # peer, and SmolLM2-135M shapes owlore gamma 5 r 128 beside its peer. Staged by
 # tools/stage_device.sh; logs and a summary in $OUT. PARTS picks sections (default all):
-# tests (GPU tests + bench_refresh), 7b (7B owlore/lisa and the 7B peer), small (SmolLM2 shapes).
+# tests (GPU tests; TESTS narrows them), refresh (bench_refresh), 7b (7B lisa and owlore, layer inputs
+# offloaded and not), 7b-kept (7B owlore without offload), peer-lisa, peer-owlore (the 7B peers),
+# small (SmolLM2 shapes and their peer).
 set -u
 OUT=${OUT:-/tmp/owlore_out}; mkdir -p "$OUT/logs"
 trap 'tar -C $OUT -cf $OUT/logs.tar logs && rm -rf $OUT/logs' EXIT  # a call returns at most 8 files
@@ -13,13 +15,15 @@ export PYTHONUNBUFFERED=1
 bash tools/device_unpack.sh || exit 1
 S=$OUT/summary.txt
 { nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; echo "commit $(cat $BIN/COMMIT)"; date -u; } | tee $S
-PARTS=${PARTS:-tests 7b small}
+PARTS=${PARTS:-tests refresh 7b 7b-kept peer-lisa peer-owlore small}
 has() { [[ " $PARTS " == *" $1 "* ]]; }
 if has tests; then
-for t in $BIN/test_*_gpu; do
+for t in ${TESTS:-$BIN/test_*_gpu}; do
   timeout 150 $t > $OUT/logs/$(basename $t).log 2>&1
   echo "$(basename $t): $(grep -E '^\[  (PASSED|FAILED) ' $OUT/logs/$(basename $t).log | tr '\n' ' ')" | tee -a $S
 done
+fi
+if has refresh; then
 [ -x $BIN/bench_refresh ] && timeout 120 $BIN/bench_refresh > $OUT/logs/bench_refresh.txt 2>&1; tail -25 $OUT/logs/bench_refresh.txt >> $S
 fi
 STEPS=8
@@ -49,14 +53,23 @@ run() {
   local name=$1; shift
   timeout 240 $BIN/owlore train $(common) --out /tmp/$name "$@" > $OUT/logs/$name.log 2>&1
   echo "$name rc=$?: $(grep -E '^done|error' $OUT/logs/$name.log | head -1)" | tee -a $S
-  grep -E "^  (weights|optimizer state|gradients|activations|workspace|total) " $OUT/logs/$name.log | sed "s/^/  /" >> $S
+  grep -E "^  (weights|optimizer state|gradients|activations|workspace|total|host) " $OUT/logs/$name.log | sed "s/^/  /" >> $S
   [ -f /tmp/$name/metrics.jsonl ] && summarize /tmp/$name/metrics.jsonl $name
 }
-if has 7b; then
-ref7b="--method owlore --gamma 5 --period 50 --rank 256 --proj-gap 100 --galore-scale 1 --projector fast --outlier-samples 16 --outlier-seq 512 --lr 3e-4"
-run 7b-lisa-bf16 --preset llama2-7b --method lisa --gamma 2 --period 5 --moments bf16
-run 7b-owlore --preset llama2-7b $ref7b
-run 7b-owlore-frozen-emb --preset llama2-7b $ref7b --freeze-embeddings
+ref7b="--preset llama2-7b --method owlore --gamma 5 --period 50 --rank 256 --proj-gap 100 --galore-scale 1 --projector fast \
+  --outlier-samples 16 --outlier-seq 512 --lr 3e-4"
+lisa7b="--preset llama2-7b --method lisa --gamma 2 --period 5 --moments bf16"
+off=--offload-activations
+if has 7b; then  # the LLaMA-2-7B runs, with the layer inputs offloaded and (LISA) without
+  run 7b-lisa-bf16 $lisa7b
+  run 7b-lisa-bf16-offload $lisa7b $off
+  run 7b-owlore-offload $ref7b $off
+  run 7b-owlore-bf16-offload $ref7b --moments bf16 $off
+  run 7b-owlore-frozen-emb-offload $ref7b --freeze-embeddings $off
+fi
+if has 7b-kept; then  # OwLore keeping every layer input on the GPU
+  run 7b-owlore $ref7b
+  run 7b-owlore-frozen-emb $ref7b --freeze-embeddings
 fi
 if has small; then
 small="--preset smollm2-135m --method owlore --gamma 5 --period 50 --rank 128 --proj-gap 100 --galore-scale 1 \
@@ -64,7 +77,9 @@ small="--preset smollm2-135m --method owlore --gamma 5 --period 50 --rank 128 --
 STEPS=30 RECOMPUTE=none run smollm2-owlore $small
 STEPS=30 run smollm2-owlore-recompute $small
 fi
-has 7b && timeout 200 python3 tools/bench_train_peer.py --preset llama2-7b --method owlore --gamma 5 --period 50 --galore-rank 256 \
+has peer-lisa && timeout 200 python3 tools/bench_train_peer.py --preset llama2-7b --batch 16 --seq 512 --lisa-gamma 2 \
+  --lisa-period 5 --grad-ckpt --steps 6 --warmup 2 2>$OUT/logs/peer7b-lisa.err | tail -1 | tee -a $S
+has peer-owlore && timeout 200 python3 tools/bench_train_peer.py --preset llama2-7b --method owlore --gamma 5 --period 50 --galore-rank 256 \
   --proj-gap 100 --galore-scale 1 --lr 3e-4 --batch 16 --seq 512 --grad-ckpt --warmup 1 --steps 6 2>$OUT/logs/peer7b.err | tail -1 | tee -a $S
 has small && timeout 100 python3 tools/bench_train_peer.py --preset smollm2-135m --method owlore --gamma 5 --period 50 --galore-rank 128 \
   --proj-gap 100 --galore-scale 1 --lr 3e-4 --batch 16 --seq 512 --warmup 3 --steps 20 2>$OUT/logs/peer135m.err | tail -1 | tee -a $S

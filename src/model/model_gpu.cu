@@ -70,6 +70,10 @@ struct GpuModel::Impl {
   int i_weights, i_x_final, i_ln_f, i_rstd_f, i_losses, i_inputs, i_targets;
   int i_dx, i_dln, i_dtmp, i_energy_partials = -1, i_datt, i_dqkv, i_proj;
   int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload;
+  int i_input_ring = -1;  // offload_layer_inputs: the two layer-input buffers on the GPU
+  // d attention and d qkv take the buffers of swiglu out and gate_up when they fit (they always
+  // do for LLaMA shapes: q_dim <= F, q_dim + 2 kv_dim <= 2F); see the backward.
+  bool d_in_mlp_buffers = false;
   int i_ln_scratch = -1, i_h_scratch = -1, i_rstd_scratch = -1;  // Recompute::cheap
   std::vector<LayerBuffers> idx;
   size_t lm_ws_bytes = 0, enc_ws_bytes = 0;
@@ -85,7 +89,17 @@ struct GpuModel::Impl {
   void* enc_ws;
   std::vector<float> losses_host;
 
+  // Offloaded layer inputs: layer l's input lives in ring slot l % 2 on the GPU while it is
+  // written or used, and in host_inputs[l] (pinned, (n_layers, N, C)) in between. copied[slot] is
+  // recorded on copy_stream after each copy into or out of the slot; released marks, on the
+  // compute stream, the point after which a slot's previous layer is no longer read.
+  bool offload = false;
+  bf16* host_inputs = nullptr;
+  cudaStream_t copy_stream = nullptr;
+  cudaEvent_t written[2] = {nullptr, nullptr}, copied[2] = {nullptr, nullptr}, released = nullptr;
+
   explicit Impl(const ModelLayout& l) : layout(l) {}
+  ~Impl();
   const bf16* w(int64_t offset) const { return weights + offset; }
 };
 
@@ -103,6 +117,12 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   const size_t bf = sizeof(bf16), f4 = sizeof(float);
   m.i_weights = plan.add(Arena::Weights, "weights", layout.total * bf, "bf16");
   const bool cheap = options.recompute != Recompute::none, whole = options.recompute == Recompute::layer;
+  OWLORE_REQUIRE(!options.offload_layer_inputs || whole,
+                 "offloading the layer inputs needs --recompute layer: under the other levels the inputs are a small part "
+                 "of what the GPU keeps per layer");
+  m.offload = options.offload_layer_inputs;
+  if (m.offload)
+    m.i_input_ring = plan.add(Arena::Activations, "layer inputs (ring of 2)", 2 * N * C * bf, "bf16");
   if (cheap) {  // one buffer each, shared by every layer: recomputed when the backward needs them
     m.i_ln_scratch = plan.add(Arena::Workspace, "norm out (recomputed)", N * C * bf, "bf16");
     m.i_h_scratch = plan.add(Arena::Workspace, "swiglu out (recomputed)", N * F * bf, "bf16");
@@ -125,7 +145,7 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
       return whole ? shared_index : plan.add(Arena::Activations, p + name, bytes, dtype);
     };
     Impl::LayerBuffers b;
-    b.x_in = plan.add(Arena::Activations, p + "x", N * C * bf, "bf16");
+    b.x_in = options.offload_layer_inputs ? -1 : plan.add(Arena::Activations, p + "x", N * C * bf, "bf16");
     b.ln1 = cheap ? m.i_ln_scratch : plan.add(Arena::Activations, p + "ln1", N * C * bf, "bf16");
     b.rstd1 = keep(shared.rstd1, "rstd1", N * f4, "fp32");
     b.qkv = keep(shared.qkv, "qkv", N * qkv_dim * bf, "bf16");
@@ -155,12 +175,21 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   m.i_energy_partials = options.recompute == Recompute::none
                      ? plan.add(Arena::Workspace, "input energy partials", N * 2 * F * bf, "bf16")
                      : -1;
-  m.i_datt = plan.add(Arena::Workspace, "d attention", N * c.q_dim() * bf, "bf16");
-  m.i_dqkv = plan.add(Arena::Workspace, "d qkv", N * qkv_dim * bf, "bf16");
+  // d attention and d qkv are written after the layer's MLP backward, when swiglu out and gate_up
+  // (whose buffers d swiglu and d gate_up took) are no longer read: they take those buffers too.
+  m.d_in_mlp_buffers = c.q_dim() <= F && qkv_dim <= 2 * F;
+  m.i_datt = m.d_in_mlp_buffers ? -1 : plan.add(Arena::Workspace, "d attention", N * c.q_dim() * bf, "bf16");
+  m.i_dqkv = m.d_in_mlp_buffers ? -1 : plan.add(Arena::Workspace, "d qkv", N * qkv_dim * bf, "bf16");
   const int chunk = std::max(1, std::min<int>(options.lm_head_chunk_tokens, (int)N));
   m.opt.lm_head_chunk_tokens = chunk;
   m.lm_ws_bytes = lm_head_ce_workspace_bytes(chunk, V);
-  m.i_lm_ws = plan.add(Arena::Workspace, "lm head logits chunk", m.lm_ws_bytes, "bf16");
+  // Under Recompute::layer the shared gate_up is free between the forward's last layer and the
+  // backward's first recompute, when the LM head runs, and between steps, when weights are
+  // staged: the logits chunk and the staging buffer take it when they fit.
+  const size_t gate_up_bytes = (size_t)N * 2 * F * bf, staging_bytes = std::min(layout.total, kStagingFloats) * f4;
+  m.i_lm_ws = whole && m.lm_ws_bytes <= gate_up_bytes
+                  ? shared.gate_up
+                  : plan.add(Arena::Workspace, "lm head logits chunk", m.lm_ws_bytes, "bf16");
   m.enc_ws_bytes = encoder_backward_workspace_bytes((int)N, V);
   m.i_enc_ws = plan.add(Arena::Workspace, "embedding backward sort", m.enc_ws_bytes, "int32");
   m.i_rms_scratch = plan.add(Arena::Workspace, "rmsnorm dweight partials", rmsnorm_backward_scratch_floats((int)N, C) * f4,
@@ -169,24 +198,50 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
                          attention_backward_workspace_bytes(options.max_batch, options.seq, c.n_heads), "fp32");
   // Weight upload/download goes through a fixed fp32 staging buffer, chunk by chunk of the
   // (contiguous) arena: 64 MiB, not the largest tensor (500 MiB for a 7B model's embedding).
-  m.i_upload = plan.add(Arena::Workspace, "weight staging", std::min(layout.total, kStagingFloats) * f4, "fp32");
+  m.i_upload = whole && staging_bytes <= gate_up_bytes ? shared.gate_up
+                                                       : plan.add(Arena::Workspace, "weight staging", staging_bytes, "fp32");
   // The stream exists from construction (last, after every check that may throw), so whatever a
   // caller builds on it before bind() — the GaLore optimizer's solver and GEMM handles — is
   // ordered with the model's kernels. A non-blocking stream does not wait for the legacy default
   // stream, so work enqueued there would race with the backward.
   CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  if (m.offload) {
+    const size_t host_bytes = pinned_host_bytes();
+    OWLORE_REQUIRE(cudaHostAlloc(&m.host_inputs, host_bytes, cudaHostAllocDefault) == cudaSuccess,
+                   "cannot pin ", format_bytes((double)host_bytes), " of host memory for the offloaded layer inputs");
+    CUDA_CHECK(cudaStreamCreateWithFlags(&m.copy_stream, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++) {
+      CUDA_CHECK(cudaEventCreateWithFlags(&m.written[i], cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventCreateWithFlags(&m.copied[i], cudaEventDisableTiming));
+    }
+    CUDA_CHECK(cudaEventCreateWithFlags(&m.released, cudaEventDisableTiming));
+  }
 }
 
-GpuModel::~GpuModel() {
-  if (impl_ && impl_->stream) cudaStreamDestroy(impl_->stream);
+// Frees what the constructor made, also when it throws halfway (impl_ is then destroyed alone).
+GpuModel::Impl::~Impl() {
+  if (copy_stream) cudaStreamSynchronize(copy_stream), cudaStreamDestroy(copy_stream);
+  for (cudaEvent_t e : {written[0], written[1], copied[0], copied[1], released})
+    if (e) cudaEventDestroy(e);
+  if (host_inputs) cudaFreeHost(host_inputs);
+  if (stream) cudaStreamDestroy(stream);
+}
+
+GpuModel::~GpuModel() = default;
+
+size_t GpuModel::pinned_host_bytes() const {
+  return impl_->offload ? (size_t)layout_.config.n_layers * impl_->N * layout_.config.d_model * sizeof(bf16) : 0;
 }
 
 void GpuModel::bind(const MemoryPlan& plan) {
   Impl& m = *impl_;
   m.matmul = std::make_unique<Matmul>();
   m.weights = plan.as<bf16>(m.i_weights);
-  for (const auto& b : m.idx) {
-    m.act.push_back(Impl::LayerPtrs{plan.as<bf16>(b.x_in), plan.as<bf16>(b.ln1), plan.as<bf16>(b.qkv),
+  for (size_t l = 0; l < m.idx.size(); l++) {
+    const Impl::LayerBuffers& b = m.idx[l];
+    bf16* x_in = m.offload ? plan.as<bf16>(m.i_input_ring) + (int64_t)(l % 2) * m.N * layout_.config.d_model
+                           : plan.as<bf16>(b.x_in);
+    m.act.push_back(Impl::LayerPtrs{x_in, plan.as<bf16>(b.ln1), plan.as<bf16>(b.qkv),
                                     plan.as<bf16>(b.att), plan.as<bf16>(b.x_mid), plan.as<bf16>(b.ln2),
                                     plan.as<bf16>(b.gate_up), plan.as<bf16>(b.h), plan.as<float>(b.rstd1),
                                     plan.as<float>(b.lse), plan.as<float>(b.rstd2)});
@@ -202,8 +257,8 @@ void GpuModel::bind(const MemoryPlan& plan) {
   m.dtmp = plan.as<bf16>(m.i_dtmp);
   m.proj = plan.as<bf16>(m.i_proj);
   if (m.i_energy_partials >= 0) m.energy_partials = plan.as<bf16>(m.i_energy_partials);
-  m.datt = plan.as<bf16>(m.i_datt);
-  m.dqkv = plan.as<bf16>(m.i_dqkv);
+  m.datt = m.d_in_mlp_buffers ? nullptr : plan.as<bf16>(m.i_datt);
+  m.dqkv = m.d_in_mlp_buffers ? nullptr : plan.as<bf16>(m.i_dqkv);
   m.lm_ws = plan.as<bf16>(m.i_lm_ws);
   m.enc_ws = plan.ptr(m.i_enc_ws);
   m.rms_scratch = plan.as<float>(m.i_rms_scratch);
@@ -260,14 +315,44 @@ void forward_layer_body(GpuModel::Impl& m, int l, int B) {
   swiglu_forward(a.h, a.gate_up, N, F, s);
 }
 
-// The forward through the final norm; leaves ln_f ready for the LM head.
-void forward_layers(GpuModel::Impl& m, int B) {
+// Offloaded layer inputs (GpuModelOptions::offload_layer_inputs). Before layer l's input is
+// written into its ring slot, the slot's last copy (out: layer l-2's input; in: a prefetch) must
+// be done. After it is written, it is copied out to the host behind the compute.
+void wait_for_input_slot(GpuModel::Impl& m, int l) {
+  if (m.offload) CUDA_CHECK(cudaStreamWaitEvent(m.stream, m.copied[l % 2]));
+}
+void offload_input(GpuModel::Impl& m, int l, int N) {
+  const int slot = l % 2;
+  CUDA_CHECK(cudaEventRecord(m.written[slot], m.stream));
+  CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.written[slot]));
+  const int64_t C = m.layout.config.d_model;
+  CUDA_CHECK(cudaMemcpyAsync(m.host_inputs + (int64_t)l * m.N * C, m.act[l].x_in, N * C * sizeof(bf16),
+                             cudaMemcpyDeviceToHost, m.copy_stream));
+  CUDA_CHECK(cudaEventRecord(m.copied[slot], m.copy_stream));
+}
+// Backward: layer l's input back into its slot, once the compute enqueued so far — the backward of
+// layer l+2, the slot's last reader — is done with it.
+void fetch_input(GpuModel::Impl& m, int l, int N) {
+  CUDA_CHECK(cudaEventRecord(m.released, m.stream));
+  CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.released));
+  const int64_t C = m.layout.config.d_model;
+  CUDA_CHECK(cudaMemcpyAsync(m.act[l].x_in, m.host_inputs + (int64_t)l * m.N * C, N * C * sizeof(bf16),
+                             cudaMemcpyHostToDevice, m.copy_stream));
+  CUDA_CHECK(cudaEventRecord(m.copied[l % 2], m.copy_stream));
+}
+
+// The forward through the final norm; leaves ln_f ready for the LM head. keep_inputs: a backward
+// follows, so offloaded layer inputs are copied out (an evaluation forward skips the copies).
+void forward_layers(GpuModel::Impl& m, int B, bool keep_inputs) {
   const ModelConfig& c = m.layout.config;
   const int T = m.opt.seq, N = B * T, C = c.d_model, F = c.ffn, V = c.vocab;
   cudaStream_t s = m.stream;
   Matmul& mm = *m.matmul;
+  const bool offload = m.offload && keep_inputs;
   NvtxRange range("forward");
+  wait_for_input_slot(m, 0);
   encoder_forward(m.act[0].x_in, m.inputs, m.w(m.layout.embedding), N, C, V, s);
+  if (offload) offload_input(m, 0, N);
   rmsnorm_forward(m.act[0].ln1, m.act[0].rstd1, m.act[0].x_in, m.w(m.layout.layers[0].attn_norm), N, C, c.norm_eps, s);
   for (int l = 0; l < c.n_layers; l++) {
     NvtxRange layer_range(("forward layer " + std::to_string(l)).c_str());
@@ -277,8 +362,10 @@ void forward_layers(GpuModel::Impl& m, int B) {
     mm.forward(m.proj, a.h, m.w(p.wdown), N, F, C, s);
     if (l + 1 < c.n_layers) {
       GpuModel::Impl::LayerPtrs& next = m.act[l + 1];
+      wait_for_input_slot(m, l + 1);
       rmsnorm_residual_forward(next.x_in, next.ln1, next.rstd1, a.x_mid, m.proj, m.w(m.layout.layers[l + 1].attn_norm),
                                N, C, c.norm_eps, s);
+      if (offload) offload_input(m, l + 1, N);
     } else {
       rmsnorm_residual_forward(m.x_final, m.ln_f, m.rstd_f, a.x_mid, m.proj, m.w(m.layout.final_norm), N, C, c.norm_eps,
                                s);
@@ -318,7 +405,7 @@ double GpuModel::forward_loss(const int32_t* inputs, const int32_t* targets, int
   const ModelConfig& c = layout_.config;
   const int N = B * m.opt.seq;
   upload_batch(m, inputs, targets, B);
-  forward_layers(m, B);
+  forward_layers(m, B, /*keep_inputs=*/false);
   lm_head_ce_forward(m.losses, m.lm_ws, m.lm_ws_bytes, m.ln_f, m.w(layout_.lm_head), m.targets, N, c.d_model, c.vocab,
                      m.opt.lm_head_chunk_tokens, *m.matmul, m.stream);
   return sum_losses(m, targets, N, kept);
@@ -362,7 +449,7 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
   cudaStream_t s = m.stream;
   Matmul& mm = *m.matmul;
   upload_batch(m, inputs, targets, B);
-  forward_layers(m, B);
+  forward_layers(m, B, /*keep_inputs=*/true);
 
   NvtxRange range("backward");
   // The tied head is the embedding matrix: it trains exactly when the embedding does.
@@ -383,6 +470,12 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
   }
   for (int l = c.n_layers - 1; l >= lowest; l--) {
     NvtxRange layer_range(("backward layer " + std::to_string(l)).c_str());
+    if (m.offload) {
+      // The last two layers' inputs are still in their slots from the forward; every lower one is
+      // fetched while the layer above it runs.
+      if (l - 1 >= lowest && l - 1 <= c.n_layers - 3) fetch_input(m, l - 1, N);
+      if (l <= c.n_layers - 3) CUDA_CHECK(cudaStreamWaitEvent(s, m.copied[l % 2]));
+    }
     const LayerOffsets& p = layout_.layers[l];
     const Impl::LayerPtrs& a = m.act[l];
     const bool trains = mask.layers[l], streamed = trains && g.matrix_workspace != nullptr;
@@ -418,12 +511,15 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     consumed(p.wgate_up, (int64_t)2 * F * C);
     rmsnorm_backward(m.dtmp, norm_grad(p.mlp_norm), m.rms_scratch, m.dln, a.x_mid, m.w(p.mlp_norm), a.rstd2, N, C, s);
     residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
-    mm.backward(m.datt, grad(p.wo), m.dx, a.att, m.w(p.wo), N, c.q_dim(), C, s, !streamed);
+    // The MLP's buffers are free from here on: d attention and d qkv may take them.
+    bf16* datt = m.d_in_mlp_buffers ? a.h : m.datt;
+    bf16* dqkv = m.d_in_mlp_buffers ? a.gate_up : m.dqkv;
+    mm.backward(datt, grad(p.wo), m.dx, a.att, m.w(p.wo), N, c.q_dim(), C, s, !streamed);
     consumed(p.wo, (int64_t)C * c.q_dim());
-    attention_backward(m.dqkv, m.datt, a.qkv, a.att, a.lse, B, T, Hq, Hkv, hd, m.attn_ws, s);
-    rope_backward(m.dqkv, m.dqkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
+    attention_backward(dqkv, datt, a.qkv, a.att, a.lse, B, T, Hq, Hkv, hd, m.attn_ws, s);
+    rope_backward(dqkv, dqkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
     if (recompute) rmsnorm_forward(a.ln1, m.rstd_scratch, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
-    mm.backward(m.dln, grad(p.wqkv), m.dqkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s, !streamed);
+    mm.backward(m.dln, grad(p.wqkv), dqkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s, !streamed);
     consumed(p.wqkv, (int64_t)qkv_dim * C);
     rmsnorm_backward(m.dtmp, norm_grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
     residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);

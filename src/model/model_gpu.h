@@ -59,6 +59,12 @@ struct GpuModelOptions {
   int seq = 1;                          // tokens per sequence
   int lm_head_chunk_tokens = 2048;      // rows of logits alive at once in the fused LM head
   Recompute recompute = Recompute::none;
+  // Recompute::layer only: the layer inputs live in pinned host memory, not on the GPU. The
+  // forward copies each one out as it is written (a second stream, behind the next layer's
+  // compute); the backward fetches layer l-1's input while layer l runs. Two input buffers stay
+  // on the GPU instead of n_layers; the copies (N·C·2 bytes per layer each way) hide behind the
+  // layers' GEMMs when the host link moves them faster than a layer computes.
+  bool offload_layer_inputs = false;
 };
 
 class GpuModel {
@@ -95,6 +101,8 @@ class GpuModel {
 
   cudaStream_t stream() const;
   const ModelLayout& layout() const { return layout_; }
+  // Pinned host memory held for offloaded layer inputs (0 without offload_layer_inputs).
+  size_t pinned_host_bytes() const;
 
   struct Impl;
 

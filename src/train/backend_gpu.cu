@@ -95,7 +95,10 @@ class GpuBackend final : public TrainBackend {
   }
 
   std::string device_name() const override { return cuda_device_name(); }
-  std::string plan_table() const override { return plan_.table(); }
+  std::string plan_table() const override {
+    const size_t pinned = model_->pinned_host_bytes();
+    return plan_.table() + (pinned ? "  host (pinned)    " + format_bytes((double)pinned) + "  offloaded layer inputs\n" : "");
+  }
 
   void set_mask(const TrainMask& mask, bool resample) override {
     const ModelConfig& c = layout_.config;

@@ -58,6 +58,9 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->add_option("--moments", o.moments, "GPU Adam moments: fp32 or bf16")->capture_default_str();
   train->add_option("--recompute", o.recompute, "GPU: none (keep every activation), cheap (recompute norms and SwiGLU) or layer (keep only each layer's input)")
       ->capture_default_str();
+  train->add_flag("--offload-activations", o.offload_activations,
+                  "GPU, with --recompute layer: keep the layer inputs in pinned host memory (two stay on the GPU); "
+                  "the copies overlap the layers' compute");
   train->add_option("--lm-head-chunk", o.lm_head_chunk_tokens, "GPU: tokens per chunk of the fused LM head")
       ->capture_default_str();
   train->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();

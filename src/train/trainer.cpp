@@ -61,6 +61,9 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.recompute == "none" || o.recompute == "cheap" || o.recompute == "layer",
                  "--recompute must be none, cheap or layer, got '",
                  o.recompute, "'");
+  OWLORE_REQUIRE(!o.offload_activations || o.recompute == "layer",
+                 "--offload-activations needs --recompute layer (only the layer inputs are offloaded), got --recompute ",
+                 o.recompute);
   OWLORE_REQUIRE(o.state_policy == "drop" || o.state_policy == "keep" || o.state_policy == "reset",
                  "--state must be drop, keep or reset, got '", o.state_policy, "'");
   OWLORE_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0, got ", o.stop_at);
@@ -195,7 +198,8 @@ TrainResult run_training(const TrainOptions& o) {
                                            GpuModelOptions{o.batch, o.seq, o.lm_head_chunk_tokens,
                                                            o.recompute == "layer"   ? Recompute::layer
                                                            : o.recompute == "cheap" ? Recompute::cheap
-                                                                                    : Recompute::none},
+                                                                                    : Recompute::none,
+                                                           o.offload_activations},
                                            sampler ? o.gamma : config.n_layers);
   backend->set_mask(mask);
   LrSchedule schedule{o.lr, o.min_lr_ratio, o.warmup_steps >= 0 ? o.warmup_steps : o.steps / 20, o.steps};

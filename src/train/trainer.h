@@ -40,6 +40,7 @@ struct TrainOptions {
   std::string moments = "fp32";      // GPU full-rank Adam moments: fp32 or bf16
   int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
   std::string recompute = "none";    // GPU activations: none (keep all), cheap (recompute norms, SwiGLU), layer
+  bool offload_activations = false;  // --recompute layer: layer inputs in pinned host memory
   int save_every = 0;                // write a checkpoint every N steps (0: only at the end)
   bool save_final = true;            // false (--no-checkpoint): no checkpoint at the end (benchmarks)
   std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
