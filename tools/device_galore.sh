@@ -5,7 +5,8 @@
 # peer, and SmolLM2-135M shapes owlore gamma 5 r 128 beside its peer. Staged by
 # tools/stage_device.sh; logs and a summary in $OUT. PARTS picks sections (default all):
 # tests (GPU tests; TESTS narrows them), refresh (bench_refresh), 7b (7B lisa and owlore, layer inputs
-# offloaded and not), 7b-refresh (7B owlore re-sampling at step 7: a refresh on a warm step), 7b-kept (7B owlore without offload), peer-lisa, peer-owlore (the 7B peers),
+# offloaded and not), 7b-refresh (7B owlore re-sampling at step 7: a refresh on a warm step), lisa-more (7B LISA fp32
+# moments and frozen embeddings, SmolLM2 lisa/ows with and without frozen embeddings), 7b-kept (7B owlore without offload), peer-lisa, peer-owlore (the 7B peers),
 # small (SmolLM2 shapes and their peer).
 set -u
 OUT=${OUT:-/tmp/owlore_out}; mkdir -p "$OUT/logs"
@@ -67,6 +68,16 @@ if has 7b; then  # the LLaMA-2-7B runs, with the layer inputs offloaded and (LIS
   run 7b-owlore-offload $ref7b $off
   run 7b-owlore-bf16-offload $ref7b --moments bf16 $off
   run 7b-owlore-frozen-emb-offload $ref7b --freeze-embeddings $off
+fi
+if has lisa-more; then  # LISA: fp32 moments and frozen embeddings at 7B; SmolLM2 lisa and ows, frozen or not
+  run 7b-lisa-fp32-offload ${lisa7b/--moments bf16/--moments fp32} $off
+  run 7b-lisa-bf16-offload-frozen-emb $lisa7b $off --freeze-embeddings
+  for m in "lisa --gamma 2" "ows --gamma 5"; do
+    n=${m%% *}
+    STEPS=30 RECOMPUTE=none run smollm2-$n --preset smollm2-135m --method $m --period 10 --outlier-samples 16 --outlier-seq 512
+    STEPS=30 RECOMPUTE=none run smollm2-$n-frozen-emb --preset smollm2-135m --method $m --period 10 --outlier-samples 16 \
+      --outlier-seq 512 --freeze-embeddings
+  done
 fi
 if has 7b-refresh; then  # a re-sampling at step 7 (period 6): its new layers' refreshes on a warm step
   STEPS=12 run 7b-owlore-offload-resample ${ref7b/--period 50/--period 6} $off
