@@ -35,7 +35,9 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
       {"train --preset tiny --steps many --data " + kData, "--steps"},
       {"train --preset tiny --batch 1.5 --data " + kData, "--batch"},
       {"train --preset tiny", "--data is required"},
-      {"train --preset tiny --offload-activations --data " + kData, "--offload-activations needs --recompute layer"},
+      {"train --preset tiny --device cuda --offload-activations --data " + kData,
+       "--offload-activations needs --recompute layer"},
+      {"train --preset tiny --offload-activations --recompute layer --data " + kData, "no meaning with --device cpu"},
       {"frobnicate", "frobnicate"},
   };
   for (const Case& c : cases) {

@@ -54,7 +54,7 @@ TEST_P(GpuModelVsCpu, LossAndEveryGradientMatchTheTwin) {
   gpu.bind(plan);
   gpu.upload_weights(w.data());
   test::DeviceBuffer<float> grads(layout.total);
-  CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
+  CUDA_CHECK(cudaMemsetAsync(grads.ptr, 0, layout.total * sizeof(float), gpu.stream()));
   const GradTargets g = arena_grad_targets(layout, grads.ptr);
   const double gpu_loss = gpu.forward_backward(inputs.data(), targets.data(), c.B, 1.0f / kept, g,
                                                TrainMask::all(cfg.n_layers));
@@ -100,7 +100,7 @@ TEST(GpuModel, FrozenLayersGetNoGradient) {
   gpu.bind(plan);
   gpu.upload_weights(w.data());
   test::DeviceBuffer<float> grads(layout.total);
-  CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
+  CUDA_CHECK(cudaMemsetAsync(grads.ptr, 0, layout.total * sizeof(float), gpu.stream()));
   GradTargets g;
   g.final_norm = grads.ptr + layout.final_norm;
   g.lm_head = grads.ptr + layout.lm_head;
@@ -142,7 +142,7 @@ TEST(GpuModel, RecomputeLevelsGiveTheSameGradients) {
     gpu.bind(plan);
     gpu.upload_weights(w.data());
     test::DeviceBuffer<float> grads(layout.total);
-    CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
+    CUDA_CHECK(cudaMemsetAsync(grads.ptr, 0, layout.total * sizeof(float), gpu.stream()));
     const GradTargets g = arena_grad_targets(layout, grads.ptr);
     losses[results.size()] =
         gpu.forward_backward(inputs.data(), targets.data(), B, 1.0f / N, g, TrainMask::all(cfg.n_layers));
@@ -162,21 +162,37 @@ TEST(GpuModel, RecomputeLevelsGiveTheSameGradients) {
 // steps that use the ring in every way — a full backward (every input fetched back), an
 // evaluation forward (no copies), a backward stopping at layer 2 (frozen embedding), one stopping
 // at layer 4 (nothing fetched, copies of the forward still pending when the next step writes), a
-// smaller batch. Six layers, so that some inputs make the round trip through the host.
-TEST(GpuModel, OffloadedLayerInputsGiveTheSameTraining) {
+// smaller batch. Six layers, so that some inputs make the round trip through the host. Two
+// shapes: tiny-gpu's odd sizes, and a narrow, long one (C = 128, 64 x 512 tokens) where each
+// input is 8 MiB and its copy takes longer than a layer's compute, so that a missing wait —
+// a slot rewritten before its copy out finished, or read before its copy in — changes the result.
+struct OffloadCase {
+  const char* name;
+  int d_model, n_heads, ffn, B, T;
+};
+
+class GpuModelOffload : public ::testing::TestWithParam<OffloadCase> {};
+
+TEST_P(GpuModelOffload, SameLossesAndGradientsAsKeepingTheInputs) {
   OWLORE_SKIP_WITHOUT_GPU();
+  const OffloadCase shape = GetParam();
   ModelConfig cfg = preset_config("tiny-gpu");
   cfg.n_layers = 6;
+  cfg.d_model = shape.d_model;
+  cfg.n_heads = shape.n_heads;
+  cfg.n_kv_heads = 1;
+  cfg.ffn = shape.ffn;
+  cfg.validate();
   const ModelLayout layout(cfg);
   std::vector<float> w(layout.total);
   init_weights(layout, w.data(), 21);
-  const int B = 3, T = 37;
+  const int B = shape.B, T = shape.T;
   auto layers = [](std::vector<bool> trained, bool embedding) { return TrainMask{trained, embedding, true}; };
   const std::vector<std::pair<int, TrainMask>> steps = {
-      {3, TrainMask::all(6)},
-      {3, layers({false, false, true, false, true, false}, false)},
-      {2, layers({false, false, false, false, true, false}, false)},
-      {2, TrainMask::all(6)},
+      {B, TrainMask::all(6)},
+      {B, layers({false, false, true, false, true, false}, false)},
+      {B - 1, layers({false, false, false, false, true, false}, false)},
+      {B - 1, TrainMask::all(6)},
   };
   struct Run {
     std::vector<double> losses;
@@ -197,7 +213,7 @@ TEST(GpuModel, OffloadedLayerInputsGiveTheSameTraining) {
     for (size_t i = 0; i < steps.size(); i++) {
       const int b = steps[i].first, N = b * T;
       const auto inputs = test::random_tokens(N, cfg.vocab, 30 + i), targets = test::random_tokens(N, cfg.vocab, 50 + i);
-      CUDA_CHECK(cudaMemset(grads.ptr, 0, layout.total * sizeof(float)));
+      CUDA_CHECK(cudaMemsetAsync(grads.ptr, 0, layout.total * sizeof(float), gpu.stream()));
       run.losses.push_back(gpu.forward_backward(inputs.data(), targets.data(), b, 1.0f / N, g, steps[i].second));
       run.grads.push_back(grads.download());
       int64_t kept = 0;
@@ -217,4 +233,32 @@ TEST(GpuModel, OffloadedLayerInputsGiveTheSameTraining) {
       const double err = test::rel_error(offloaded.grads[i].data() + t.offset, kept.grads[i].data() + t.offset, t.numel());
       EXPECT_LE(err, 1e-6) << "step " << i + 1 << ", " << t.name;
     }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GpuModelOffload,
+                         ::testing::Values(OffloadCase{"odd", 195, 3, 331, 3, 37}, OffloadCase{"long", 128, 2, 96, 64, 512}),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// Weights go up and come back through the staging buffer, chunk by chunk; under
+// Recompute::layer that buffer is the shared gate_up (here 50 KB: ~80 chunks), elsewhere its own.
+// The round trip must give the bf16-rounded weights, every element, at every level.
+TEST(GpuModel, WeightsRoundTripThroughTheStaging) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  const ModelConfig cfg = preset_config("tiny-gpu");
+  const ModelLayout layout(cfg);
+  std::vector<float> w(layout.total);
+  init_weights(layout, w.data(), 5);
+  const std::vector<float> expected = test::round_bf16(w);
+  for (Recompute level : {Recompute::none, Recompute::cheap, Recompute::layer}) {
+    MemoryPlan plan;
+    GpuModel gpu(layout, GpuModelOptions{2, 19, 2048, level}, plan);
+    plan.allocate();
+    gpu.bind(plan);
+    gpu.upload_weights(w.data());
+    std::vector<float> back(layout.total, -1.0f);
+    gpu.download_weights(back.data());
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < layout.total; i++) wrong += back[i] != expected[i];
+    EXPECT_EQ(wrong, 0) << "recompute level " << (int)level << ": " << wrong << " of " << layout.total << " weights differ";
+  }
 }

@@ -70,6 +70,7 @@ struct GpuModel::Impl {
   int i_weights, i_x_final, i_ln_f, i_rstd_f, i_losses, i_inputs, i_targets;
   int i_dx, i_dln, i_dtmp, i_energy_partials = -1, i_datt, i_dqkv, i_proj;
   int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload;
+  int64_t staging_floats = 0;  // weight upload/download chunk
   int i_input_ring = -1;  // offload_layer_inputs: the two layer-input buffers on the GPU
   // d attention and d qkv take the buffers of swiglu out and gate_up when they fit (they always
   // do for LLaMA shapes: q_dim <= F, q_dim + 2 kv_dim <= 2F); see the backward.
@@ -115,11 +116,11 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   m.N = (int)N;
   const int C = c.d_model, F = c.ffn, V = c.vocab, qkv_dim = c.q_dim() + 2 * c.kv_dim();
   const size_t bf = sizeof(bf16), f4 = sizeof(float);
-  m.i_weights = plan.add(Arena::Weights, "weights", layout.total * bf, "bf16");
   const bool cheap = options.recompute != Recompute::none, whole = options.recompute == Recompute::layer;
   OWLORE_REQUIRE(!options.offload_layer_inputs || whole,
                  "offloading the layer inputs needs --recompute layer: under the other levels the inputs are a small part "
                  "of what the GPU keeps per layer");
+  m.i_weights = plan.add(Arena::Weights, "weights", layout.total * bf, "bf16");
   m.offload = options.offload_layer_inputs;
   if (m.offload)
     m.i_input_ring = plan.add(Arena::Activations, "layer inputs (ring of 2)", 2 * N * C * bf, "bf16");
@@ -186,7 +187,7 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   // Under Recompute::layer the shared gate_up is free between the forward's last layer and the
   // backward's first recompute, when the LM head runs, and between steps, when weights are
   // staged: the logits chunk and the staging buffer take it when they fit.
-  const size_t gate_up_bytes = (size_t)N * 2 * F * bf, staging_bytes = std::min(layout.total, kStagingFloats) * f4;
+  const size_t gate_up_bytes = (size_t)N * 2 * F * bf;
   m.i_lm_ws = whole && m.lm_ws_bytes <= gate_up_bytes
                   ? shared.gate_up
                   : plan.add(Arena::Workspace, "lm head logits chunk", m.lm_ws_bytes, "bf16");
@@ -197,9 +198,11 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   m.i_attn_ws = plan.add(Arena::Workspace, "attention backward D",
                          attention_backward_workspace_bytes(options.max_batch, options.seq, c.n_heads), "fp32");
   // Weight upload/download goes through a fixed fp32 staging buffer, chunk by chunk of the
-  // (contiguous) arena: 64 MiB, not the largest tensor (500 MiB for a 7B model's embedding).
-  m.i_upload = whole && staging_bytes <= gate_up_bytes ? shared.gate_up
-                                                       : plan.add(Arena::Workspace, "weight staging", staging_bytes, "fp32");
+  // (contiguous) arena: 64 MiB, not the largest tensor (500 MiB for a 7B model's embedding);
+  // under Recompute::layer, the shared gate_up buffer, in chunks of its size.
+  m.staging_floats = std::min<int64_t>(layout.total, kStagingFloats);
+  if (whole) m.staging_floats = std::min<int64_t>(m.staging_floats, gate_up_bytes / f4);
+  m.i_upload = whole ? shared.gate_up : plan.add(Arena::Workspace, "weight staging", m.staging_floats * f4, "fp32");
   // The stream exists from construction (last, after every check that may throw), so whatever a
   // caller builds on it before bind() — the GaLore optimizer's solver and GEMM handles — is
   // ordered with the model's kernels. A non-blocking stream does not wait for the legacy default
@@ -207,8 +210,11 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
   if (m.offload) {
     const size_t host_bytes = pinned_host_bytes();
-    OWLORE_REQUIRE(cudaHostAlloc(&m.host_inputs, host_bytes, cudaHostAllocDefault) == cudaSuccess,
-                   "cannot pin ", format_bytes((double)host_bytes), " of host memory for the offloaded layer inputs");
+    if (cudaHostAlloc(&m.host_inputs, host_bytes, cudaHostAllocDefault) != cudaSuccess) {
+      m.host_inputs = nullptr;
+      cudaGetLastError();  // clear it, so that a later check does not report it against another call
+      fail("cannot pin ", format_bytes((double)host_bytes), " of host memory for the offloaded layer inputs");
+    }
     CUDA_CHECK(cudaStreamCreateWithFlags(&m.copy_stream, cudaStreamNonBlocking));
     for (int i = 0; i < 2; i++) {
       CUDA_CHECK(cudaEventCreateWithFlags(&m.written[i], cudaEventDisableTiming));
@@ -274,8 +280,8 @@ void* GpuModel::weights_device() { return impl_->weights; }
 
 void GpuModel::upload_weights(const float* host) {
   Impl& m = *impl_;
-  for (int64_t begin = 0; begin < layout_.total; begin += kStagingFloats) {
-    const int64_t n = std::min(kStagingFloats, layout_.total - begin);
+  for (int64_t begin = 0; begin < layout_.total; begin += m.staging_floats) {
+    const int64_t n = std::min(m.staging_floats, layout_.total - begin);
     CUDA_CHECK(cudaMemcpyAsync(m.upload, host + begin, n * sizeof(float), cudaMemcpyHostToDevice, m.stream));
     float_to_bf16_kernel<<<ceil_div(n, 256), 256, 0, m.stream>>>(m.weights + begin, m.upload, n);
     CUDA_CHECK_LAUNCH();
@@ -285,8 +291,8 @@ void GpuModel::upload_weights(const float* host) {
 
 void GpuModel::download_weights(float* host) const {
   Impl& m = *impl_;
-  for (int64_t begin = 0; begin < layout_.total; begin += kStagingFloats) {
-    const int64_t n = std::min(kStagingFloats, layout_.total - begin);
+  for (int64_t begin = 0; begin < layout_.total; begin += m.staging_floats) {
+    const int64_t n = std::min(m.staging_floats, layout_.total - begin);
     bf16_to_float_kernel<<<ceil_div(n, 256), 256, 0, m.stream>>>(m.upload, m.weights + begin, n);
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaMemcpyAsync(host + begin, m.upload, n * sizeof(float), cudaMemcpyDeviceToHost, m.stream));

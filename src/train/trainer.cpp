@@ -61,6 +61,8 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(o.recompute == "none" || o.recompute == "cheap" || o.recompute == "layer",
                  "--recompute must be none, cheap or layer, got '",
                  o.recompute, "'");
+  OWLORE_REQUIRE(!o.offload_activations || o.device == "cuda",
+                 "--offload-activations moves GPU activations to the host; it has no meaning with --device ", o.device);
   OWLORE_REQUIRE(!o.offload_activations || o.recompute == "layer",
                  "--offload-activations needs --recompute layer (only the layer inputs are offloaded), got --recompute ",
                  o.recompute);
