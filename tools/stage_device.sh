@@ -6,10 +6,12 @@
 # On the device: tools/device_unpack.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ninja -C build >/dev/null
+# The benchmarks are outside the default target (tools/ is EXCLUDE_FROM_ALL): build them too, or a
+# stale copy would be shipped.
+ninja -C build all bench_refresh bench_kernels bench_attention >/dev/null
 rm -rf .carry/bin /tmp/owlore_stage && mkdir -p .carry/bin .carry/gguf1 .carry/gguf2 /tmp/owlore_stage
 cp build/owlore build/tests/test_*_gpu /tmp/owlore_stage/
-for b in bench_refresh bench_kernels bench_attention; do [ -x build/tools/$b ] && cp build/tools/$b /tmp/owlore_stage/; done
+cp build/tools/bench_refresh build/tools/bench_kernels build/tools/bench_attention /tmp/owlore_stage/
 strip /tmp/owlore_stage/*
 git rev-parse --short HEAD > /tmp/owlore_stage/COMMIT
 tar -cJf .carry/bin/bins.tar.xz -C /tmp/owlore_stage .
