@@ -125,6 +125,29 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], c
   a[2] = pack_bf16(c1[0], c1[1]);
   a[3] = pack_bf16(c1[2], c1[3]);
 }
+// acc (MT·16 rows x HD) += P B, where P (MT·16 x K) is held as an earlier mma's fp32 C fragments
+// (rounded to bf16 as A fragments) and B (K x HD) is a tile stored [k][n] in shared memory: O += P V
+// in the forward, dV += P^T dO, dK += dS^T Q and dQ += dS K in the backward.
+template <int HD, int MT, int K>
+__device__ __forceinline__ void mma_c_times_kn(float (&acc)[MT][HD / 8][4], const float (&p)[MT][K / 8][4],
+                                               const bf16* b_s, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < K / 16; kk++) {
+    uint32_t pa[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) c_to_a(pa[mt], p[mt][2 * kk], p[mt][2 * kk + 1]);
+#pragma unroll
+    for (int dd = 0; dd < HD / 16; dd++) {
+      uint32_t bf[4];
+      load_b_kn<HD>(bf, b_s, kk * 16, dd * 16, lane);
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++) {
+        mma_16816(acc[mt][2 * dd], pa[mt], bf[0], bf[1]);
+        mma_16816(acc[mt][2 * dd + 1], pa[mt], bf[2], bf[3]);
+      }
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Forward. Grid (ceil(T/BM), Hq, B); block 32*NW; each warp owns MT m16 tiles (16*MT query rows),
@@ -253,22 +276,7 @@ static __global__ void __launch_bounds__(NW * 32)
         }
       }
     // O += P V
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) {
-      uint32_t pa[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) c_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
-#pragma unroll
-      for (int dd = 0; dd < HD / 16; dd++) {
-        uint32_t bf[4];
-        load_b_kn<HD>(bf, v_s, kk * 16, dd * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma_16816(o[mt][2 * dd], pa[mt], bf[0], bf[1]);
-          mma_16816(o[mt][2 * dd + 1], pa[mt], bf[2], bf[3]);
-        }
-      }
-    }
+    mma_c_times_kn<HD, MT, BN>(o, s, v_s, lane);
     __syncthreads();  // the next iteration's prefetch overwrites this stage
   }
 
@@ -423,22 +431,7 @@ static __global__ void __launch_bounds__(NW * 32)
           s[mt][nt][e] = p;
         }
     // dV += P^T dO
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; kk++) {
-      uint32_t pa[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) c_to_a(pa[mt], s[mt][2 * kk], s[mt][2 * kk + 1]);
-#pragma unroll
-      for (int dd = 0; dd < HD / 16; dd++) {
-        uint32_t bf[4];
-        load_b_kn<HD>(bf, do_s, kk * 16, dd * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma_16816(dv[mt][2 * dd], pa[mt], bf[0], bf[1]);
-          mma_16816(dv[mt][2 * dd + 1], pa[mt], bf[2], bf[3]);
-        }
-      }
-    }
+    mma_c_times_kn<HD, MT, BM>(dv, s, do_s, lane);
     // dP^T = V dO^T
     float dp[MT][BM / 8][4];
 #pragma unroll
@@ -470,22 +463,7 @@ static __global__ void __launch_bounds__(NW * 32)
         for (int e = 0; e < 4; e++)
           dp[mt][nt][e] = s[mt][nt][e] * (dp[mt][nt][e] - d_s[nt * 8 + 2 * (lane & 3) + (e & 1)]);
     // dK += dS^T Q
-#pragma unroll
-    for (int kk = 0; kk < BM / 16; kk++) {
-      uint32_t da[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) c_to_a(da[mt], dp[mt][2 * kk], dp[mt][2 * kk + 1]);
-#pragma unroll
-      for (int dd = 0; dd < HD / 16; dd++) {
-        uint32_t bf[4];
-        load_b_kn<HD>(bf, q_s, kk * 16, dd * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma_16816(dk[mt][2 * dd], da[mt], bf[0], bf[1]);
-          mma_16816(dk[mt][2 * dd + 1], da[mt], bf[2], bf[3]);
-        }
-      }
-    }
+    mma_c_times_kn<HD, MT, BM>(dk, dp, q_s, lane);
     __syncthreads();  // the next iteration's prefetch overwrites this stage
   }
 
@@ -609,22 +587,7 @@ static __global__ void __launch_bounds__(NW * 32)
           dp[mt][nt][e] = p * (dp[mt][nt][e] - Dr[mt][r]);
         }
     // dQ += dS K
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) {
-      uint32_t da[MT][4];
-#pragma unroll
-      for (int mt = 0; mt < MT; mt++) c_to_a(da[mt], dp[mt][2 * kk], dp[mt][2 * kk + 1]);
-#pragma unroll
-      for (int dd = 0; dd < HD / 16; dd++) {
-        uint32_t bf[4];
-        load_b_kn<HD>(bf, k_s, kk * 16, dd * 16, lane);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-          mma_16816(dq[mt][2 * dd], da[mt], bf[0], bf[1]);
-          mma_16816(dq[mt][2 * dd + 1], da[mt], bf[2], bf[3]);
-        }
-      }
-    }
+    mma_c_times_kn<HD, MT, BN>(dq, dp, k_s, lane);
     __syncthreads();
   }
 
