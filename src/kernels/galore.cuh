@@ -19,27 +19,16 @@
 // r=256 refresh takes 6.0 ms warm, 8.6 ms cold on an H200 (tools/bench_refresh,
 // docs/bench/refresh-h200-2026-11-28.md).
 #pragma once
-#include <cublasLt.h>
 #include <cusolverDn.h>
 
 #include <algorithm>
-#include <map>
-#include <memory>
 #include <string>
-#include <tuple>
 
 #include "kernels/adamw.cuh"
 #include "kernels/common.cuh"
+#include "kernels/matmul.cuh"
 
 namespace owlore {
-
-inline void galore_cublaslt_check(cublasStatus_t status, const char* call, const char* file, int line) {
-  if (status != CUBLAS_STATUS_SUCCESS)
-    throw std::runtime_error(std::string("cuBLASLt error ") + std::to_string((int)status) + " (" +
-                             cublasLtGetStatusName(status) + ") in " + call + " at " + file + ":" +
-                             std::to_string(line));
-}
-#define GALORE_CUBLASLT_CHECK(call) ::owlore::galore_cublaslt_check((call), #call, __FILE__, __LINE__)
 
 inline void cusolver_check(cusolverStatus_t status, const char* call, const char* file, int line) {
   if (status != CUSOLVER_STATUS_SUCCESS)
@@ -49,99 +38,19 @@ inline void cusolver_check(cusolverStatus_t status, const char* call, const char
 #define CUSOLVER_CHECK(call) ::owlore::cusolver_check((call), #call, __FILE__, __LINE__)
 
 // ---- fp32 GEMM on cuBLASLt ------------------------------------------------------------------
-// Column-major D (m×n) = alpha·op(A)·op(B) + beta·D, all fp32, CUBLAS_COMPUTE_32F (no TF32).
-// Plans (descriptors + the heuristic's first algorithm) are cached per (shape, transposes, lds,
-// alignments) like Matmul's, so a repeated shape costs one cublasLtMatmul. One GemmF32 per stream.
+// Column-major D (m×n) = alpha·op(A)·op(B) + beta·D, all fp32, CUBLAS_COMPUTE_32F (no TF32), on
+// the plan cache of matmul.cuh: a repeated shape costs one cublasLtMatmul. One GemmF32 per stream.
 class GemmF32 {
  public:
-  static constexpr size_t kWorkspaceBytes = 32u << 20;
-
-  GemmF32() {
-    GALORE_CUBLASLT_CHECK(cublasLtCreate(&handle_));
-    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
-  }
-  ~GemmF32() {
-    plans_.clear();
-    cudaFree(workspace_);
-    cublasLtDestroy(handle_);
-  }
-  GemmF32(const GemmF32&) = delete;
-  GemmF32& operator=(const GemmF32&) = delete;
-
   void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
             int ldb, float beta, float* D, int ldd, cudaStream_t stream) {
     KERNEL_REQUIRE(m > 0 && n > 0 && k > 0, "gemm_f32", "sizes must be positive");
     KERNEL_REQUIRE(A && B && D, "gemm_f32", "null pointer");
-    const Key key{m, n, k, lda, ldb, ldd, (int)trans_a, (int)trans_b, alignment(A), alignment(B), alignment(D)};
-    auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, std::make_unique<Plan>(handle_, key)).first;
-    const Plan& p = *it->second;
-    GALORE_CUBLASLT_CHECK(cublasLtMatmul(handle_, p.op, &alpha, A, p.a, B, p.b, &beta, D, p.d, D, p.d, &p.algo,
-                                         workspace_, kWorkspaceBytes, stream));
+    gemm_.run(trans_a, trans_b, m, n, k, alpha, CUDA_R_32F, A, lda, B, ldb, beta, CUDA_R_32F, D, ldd, stream);
   }
 
  private:
-  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int>;
-  static int alignment(const void* p) {
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    int bytes = 256;
-    while (bytes > 4 && (a % bytes) != 0) bytes /= 2;
-    return bytes;
-  }
-  struct Plan {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-    cublasLtMatmulAlgo_t algo;
-    Plan(cublasLtHandle_t handle, const Key& key) {
-      const auto [m, n, k, lda, ldb, ldd, ta, tb, align_a, align_b, align_d] = key;
-      GALORE_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-      GALORE_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
-      GALORE_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
-      GALORE_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_32F, ta ? k : m, ta ? m : k, lda));
-      GALORE_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_32F, tb ? n : k, tb ? k : n, ldb));
-      GALORE_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&d, CUDA_R_32F, m, n, ldd));
-      cublasLtMatmulPreference_t pref = nullptr;
-      GALORE_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      const size_t ws = kWorkspaceBytes;
-      const uint32_t aa = align_a, ab = align_b, ad = align_d;
-      GALORE_CUBLASLT_CHECK(
-          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-      GALORE_CUBLASLT_CHECK(
-          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa)));
-      GALORE_CUBLASLT_CHECK(
-          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof(ab)));
-      GALORE_CUBLASLT_CHECK(
-          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof(ad)));
-      GALORE_CUBLASLT_CHECK(
-          cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof(ad)));
-      cublasLtMatmulHeuristicResult_t result;
-      int found = 0;
-      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, op, a, b, d, d, pref, 1, &result, &found);
-      cublasLtMatmulPreferenceDestroy(pref);
-      if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-        release();
-        throw std::runtime_error("cuBLASLt fp32: no algorithm for m=" + std::to_string(m) + " n=" + std::to_string(n) +
-                                 " k=" + std::to_string(k) + " (status " + std::to_string((int)st) + ")");
-      }
-      algo = result.algo;
-    }
-    void release() {
-      if (op) cublasLtMatmulDescDestroy(op);
-      if (a) cublasLtMatrixLayoutDestroy(a);
-      if (b) cublasLtMatrixLayoutDestroy(b);
-      if (d) cublasLtMatrixLayoutDestroy(d);
-      op = nullptr;
-      a = b = d = nullptr;
-    }
-    ~Plan() { release(); }
-    Plan(const Plan&) = delete;
-    Plan& operator=(const Plan&) = delete;
-  };
-
-  cublasLtHandle_t handle_ = nullptr;
-  void* workspace_ = nullptr;
-  std::map<Key, std::unique_ptr<Plan>> plans_;
+  CachedGemm gemm_;
 };
 
 namespace galore_detail {

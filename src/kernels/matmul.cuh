@@ -8,11 +8,8 @@
 //   forward  D(OC x N)  = op_T(W: IC x OC) * inp(IC x N)
 //   dinp     D(IC x N)  = W(IC x OC) * dout(OC x N)
 //   dW       D(IC x OC) = inp(IC x N) * op_T(dout: OC x N) + D
-// Matmul owns the cublasLt handle and a 32 MiB workspace; a plan (descriptors, layouts and the
-// heuristic's first algorithm) is built once per (shape, transposes, output type, beta,
-// alignment) and cached, so a repeated call costs one cublasLtMatmul. One Matmul per stream
-// (the workspace is shared by its calls). Any sizes work; alignment below 16 bytes is passed to
-// the heuristic, which then picks a kernel that accepts it.
+// Matmul runs on CachedGemm below, the one place the project calls cublasLtMatmul (GaLore's fp32
+// GemmF32 runs on it too). One Matmul per stream (the workspace is shared by its calls).
 // Measured on H200 (8192 tokens, SmolLM2 and LLaMA-2-7B layer GEMMs): 94-104% of the same raw
 // cublasGemmEx call in the same run (641-686 TFLOP/s at 7B). docs/bench/kernels-h200-2026-11-28.md.
 #pragma once
@@ -35,22 +32,107 @@ inline void cublaslt_check(cublasStatus_t status, const char* call, const char* 
 }
 #define CUBLASLT_CHECK(call) ::owlore::cublaslt_check((call), #call, __FILE__, __LINE__)
 
-class Matmul {
+// Column-major D (m x n) = alpha op(A) op(B) + beta D on cuBLASLt, fp32 accumulation
+// (CUBLAS_COMPUTE_32F: strict fp32, no TF32, when the operands are fp32). It owns the handle and
+// a 32 MiB workspace; a plan (descriptors, layouts and the heuristic's first algorithm) is built
+// once per (shape, transposes, types, alignments) and cached, so a repeated call costs one
+// cublasLtMatmul. Any sizes work; alignment below 16 bytes is passed to the heuristic, which
+// then picks a kernel that accepts it. lda/ldb/ldd in elements.
+class CachedGemm {
  public:
   static constexpr size_t kWorkspaceBytes = 32u << 20;
 
-  Matmul() {
+  CachedGemm() {
     CUBLASLT_CHECK(cublasLtCreate(&handle_));
     CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
   }
-  ~Matmul() {
+  ~CachedGemm() {
     plans_.clear();
     cudaFree(workspace_);
     cublasLtDestroy(handle_);
   }
-  Matmul(const Matmul&) = delete;
-  Matmul& operator=(const Matmul&) = delete;
+  CachedGemm(const CachedGemm&) = delete;
+  CachedGemm& operator=(const CachedGemm&) = delete;
 
+  void run(bool trans_a, bool trans_b, int m, int n, int k, float alpha, cudaDataType_t ab_type, const void* A, int lda,
+           const void* B, int ldb, float beta, cudaDataType_t d_type, void* D, int ldd, cudaStream_t stream) {
+    const Key key{m, n, k, lda, ldb, ldd, (int)trans_a, (int)trans_b, (int)ab_type, (int)d_type,
+                  alignment(A), alignment(B), alignment(D)};
+    auto it = plans_.find(key);
+    if (it == plans_.end()) it = plans_.emplace(key, std::make_unique<Plan>(handle_, key)).first;
+    const Plan& p = *it->second;
+    CUBLASLT_CHECK(cublasLtMatmul(handle_, p.op, &alpha, A, p.a, B, p.b, &beta, D, p.d, D, p.d, &p.algo, workspace_,
+                                  kWorkspaceBytes, stream));
+  }
+
+  size_t cached_plans() const { return plans_.size(); }
+
+ private:
+  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>;
+
+  static int alignment(const void* p) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    int bytes = 256;
+    while (bytes > 1 && (a % bytes) != 0) bytes /= 2;
+    return bytes;
+  }
+
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulAlgo_t algo;
+    Plan(cublasLtHandle_t handle, const Key& key) {
+      const auto [m, n, k, lda, ldb, ldd, ta, tb, ab_type, d_type, align_a, align_b, align_d] = key;
+      CUBLASLT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+      CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
+      CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
+      // stored shapes: A is (m x k) after op, so stored (k x m) when transposed
+      CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&a, (cudaDataType_t)ab_type, ta ? k : m, ta ? m : k, lda));
+      CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&b, (cudaDataType_t)ab_type, tb ? n : k, tb ? k : n, ldb));
+      CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&d, (cudaDataType_t)d_type, m, n, ldd));
+      cublasLtMatmulPreference_t pref = nullptr;
+      CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      const size_t ws = kWorkspaceBytes;
+      const uint32_t aa = align_a, ab = align_b, ad = align_d;
+      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa)));
+      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof(ab)));
+      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof(ad)));
+      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof(ad)));
+      cublasLtMatmulHeuristicResult_t result;
+      int found = 0;
+      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, op, a, b, d, d, pref, 1, &result, &found);
+      cublasLtMatmulPreferenceDestroy(pref);
+      if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+        release();
+        throw std::runtime_error("cuBLASLt: no algorithm for m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                 " k=" + std::to_string(k) + " (operand type " + std::to_string(ab_type) +
+                                 ", output type " + std::to_string(d_type) + ", status " + std::to_string((int)st) +
+                                 ")");
+      }
+      algo = result.algo;
+    }
+    void release() {
+      if (op) cublasLtMatmulDescDestroy(op);
+      if (a) cublasLtMatrixLayoutDestroy(a);
+      if (b) cublasLtMatrixLayoutDestroy(b);
+      if (d) cublasLtMatrixLayoutDestroy(d);
+      op = nullptr;
+      a = b = d = nullptr;
+    }
+    ~Plan() { release(); }
+    Plan(const Plan&) = delete;
+    Plan& operator=(const Plan&) = delete;
+  };
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+class Matmul {
+ public:
   // out = inp W^T
   void forward(bf16* out /*(N,OC)*/, const bf16* inp /*(N,IC)*/, const bf16* weight /*(OC,IC)*/, int N, int IC, int OC,
                cudaStream_t stream) {
@@ -78,80 +160,14 @@ class Matmul {
     backward_impl(dinp, nullptr, CUDA_R_16BF, dout, inp, weight, N, IC, OC, stream);
   }
 
-  // Column-major D(m x n) = op(A) op(B) + beta D; A, B bf16; D bf16 or fp32. Public for callers
-  // with other layouts (GaLore projections); lda/ldb/ldd in elements.
-  void gemm(bool trans_a, bool trans_b, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb,
-            cudaDataType_t d_type, void* D, int ldd, float beta, cudaStream_t stream) {
-    const Key key{m, n, k, lda, ldb, ldd, (int)trans_a, (int)trans_b, (int)d_type, beta != 0.0f ? 1 : 0,
-                  alignment(A), alignment(B), alignment(D)};
-    auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, std::make_unique<Plan>(handle_, key)).first;
-    const Plan& p = *it->second;
-    const float alpha = 1.0f;
-    CUBLASLT_CHECK(cublasLtMatmul(handle_, p.op, &alpha, A, p.a, B, p.b, &beta, D, p.d, D, p.d, &p.algo, workspace_,
-                                  kWorkspaceBytes, stream));
-  }
-
-  size_t cached_plans() const { return plans_.size(); }
+  size_t cached_plans() const { return gemm_.cached_plans(); }
 
  private:
-  using Key = std::tuple<int, int, int, int, int, int, int, int, int, int, int, int, int>;
-
-  static int alignment(const void* p) {
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    int bytes = 256;
-    while (bytes > 1 && (a % bytes) != 0) bytes /= 2;
-    return bytes;
+  // Column-major D(m x n) = op(A) op(B) + beta D; A, B bf16; D bf16 or fp32.
+  void gemm(bool trans_a, bool trans_b, int m, int n, int k, const bf16* A, int lda, const bf16* B, int ldb,
+            cudaDataType_t d_type, void* D, int ldd, float beta, cudaStream_t stream) {
+    gemm_.run(trans_a, trans_b, m, n, k, 1.0f, CUDA_R_16BF, A, lda, B, ldb, beta, d_type, D, ldd, stream);
   }
-
-  struct Plan {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-    cublasLtMatmulAlgo_t algo;
-    Plan(cublasLtHandle_t handle, const Key& key) {
-      const auto [m, n, k, lda, ldb, ldd, ta, tb, dtype, has_beta, align_a, align_b, align_d] = key;
-      (void)has_beta;
-      CUBLASLT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-      CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
-      CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
-      // stored shapes: A is (m x k) after op, so stored (k x m) when transposed
-      CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&a, CUDA_R_16BF, ta ? k : m, ta ? m : k, lda));
-      CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&b, CUDA_R_16BF, tb ? n : k, tb ? k : n, ldb));
-      CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&d, (cudaDataType_t)dtype, m, n, ldd));
-      cublasLtMatmulPreference_t pref = nullptr;
-      CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      const size_t ws = kWorkspaceBytes;
-      const uint32_t aa = align_a, ab = align_b, ad = align_d;
-      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof(aa)));
-      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof(ab)));
-      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof(ad)));
-      CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof(ad)));
-      cublasLtMatmulHeuristicResult_t result;
-      int found = 0;
-      const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle, op, a, b, d, d, pref, 1, &result, &found);
-      cublasLtMatmulPreferenceDestroy(pref);
-      if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-        release();
-        throw std::runtime_error("cuBLASLt: no algorithm for m=" + std::to_string(m) + " n=" + std::to_string(n) +
-                                 " k=" + std::to_string(k) + " (status " + std::to_string((int)st) + ")");
-      }
-      algo = result.algo;
-    }
-    void release() {
-      if (op) cublasLtMatmulDescDestroy(op);
-      if (a) cublasLtMatrixLayoutDestroy(a);
-      if (b) cublasLtMatrixLayoutDestroy(b);
-      if (d) cublasLtMatrixLayoutDestroy(d);
-      op = nullptr;
-      a = b = d = nullptr;
-    }
-    ~Plan() { release(); }
-    Plan(const Plan&) = delete;
-    Plan& operator=(const Plan&) = delete;
-  };
-
   void backward_impl(bf16* dinp, void* dweight, cudaDataType_t dw_type, const bf16* dout, const bf16* inp,
                      const bf16* weight, int N, int IC, int OC, cudaStream_t stream, bool accumulate = true) {
     NvtxRange range("matmul_backward");
@@ -161,9 +177,7 @@ class Matmul {
     if (dinp) gemm(false, false, IC, N, OC, weight, IC, dout, OC, CUDA_R_16BF, dinp, IC, 0.0f, stream);
   }
 
-  cublasLtHandle_t handle_ = nullptr;
-  void* workspace_ = nullptr;
-  std::map<Key, std::unique_ptr<Plan>> plans_;
+  CachedGemm gemm_;
 };
 
 }  // namespace owlore
