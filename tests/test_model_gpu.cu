@@ -19,6 +19,18 @@ using namespace owlore;
 
 namespace {
 
+// A GPU model on its own memory plan, allocated, bound and holding the weights w.
+struct LoadedModel {
+  MemoryPlan plan;
+  GpuModel gpu;
+  LoadedModel(const ModelLayout& layout, const GpuModelOptions& options, const std::vector<float>& w)
+      : gpu(layout, options, plan) {
+    plan.allocate();
+    gpu.bind(plan);
+    gpu.upload_weights(w.data());
+  }
+};
+
 struct Case {
   const char* preset;
   int B, T;
@@ -48,11 +60,8 @@ TEST_P(GpuModelVsCpu, LossAndEveryGradientMatchTheTwin) {
   std::vector<float> cpu_grads(layout.total, 0.0f);
   cpu.backward(cpu_grads.data(), w.data(), TrainMask::all(cfg.n_layers), 1.0f / kept);
 
-  MemoryPlan plan;
-  GpuModel gpu(layout, GpuModelOptions{c.B, c.T, 50}, plan);  // chunk 50: several LM-head chunks
-  plan.allocate();
-  gpu.bind(plan);
-  gpu.upload_weights(w.data());
+  LoadedModel model(layout, GpuModelOptions{c.B, c.T, 50}, w);  // chunk 50: several LM-head chunks
+  GpuModel& gpu = model.gpu;
   test::DeviceBuffer<float> grads(layout.total);
   CUDA_CHECK(cudaMemsetAsync(grads.ptr, 0, layout.total * sizeof(float), gpu.stream()));
   const GradTargets g = arena_grad_targets(layout, grads.ptr);
@@ -94,11 +103,8 @@ TEST(GpuModel, FrozenLayersGetNoGradient) {
   init_weights(layout, w.data(), 3);
   const int B = 2, T = 19, N = B * T;
   auto inputs = test::random_tokens(N, cfg.vocab, 4), targets = test::random_tokens(N, cfg.vocab, 5);
-  MemoryPlan plan;
-  GpuModel gpu(layout, GpuModelOptions{B, T, 2048}, plan);
-  plan.allocate();
-  gpu.bind(plan);
-  gpu.upload_weights(w.data());
+  LoadedModel model(layout, GpuModelOptions{B, T, 2048}, w);
+  GpuModel& gpu = model.gpu;
   test::DeviceBuffer<float> grads(layout.total);
   CUDA_CHECK(cudaMemsetAsync(grads.ptr, 0, layout.total * sizeof(float), gpu.stream()));
   GradTargets g;
@@ -136,11 +142,8 @@ TEST(GpuModel, RecomputeLevelsGiveTheSameGradients) {
   std::vector<std::vector<float>> results;
   double losses[3];
   for (Recompute level : {Recompute::none, Recompute::cheap, Recompute::layer}) {
-    MemoryPlan plan;
-    GpuModel gpu(layout, GpuModelOptions{B, T, 2048, level}, plan);
-    plan.allocate();
-    gpu.bind(plan);
-    gpu.upload_weights(w.data());
+    LoadedModel model(layout, GpuModelOptions{B, T, 2048, level}, w);
+    GpuModel& gpu = model.gpu;
     test::DeviceBuffer<float> grads(layout.total);
     CUDA_CHECK(cudaMemsetAsync(grads.ptr, 0, layout.total * sizeof(float), gpu.stream()));
     const GradTargets g = arena_grad_targets(layout, grads.ptr);
@@ -203,12 +206,9 @@ TEST_P(GpuModelOffload, SameLossesAndGradientsAsKeepingTheInputs) {
   };
   auto train = [&](bool offload) {
     Run run;
-    MemoryPlan plan;
-    GpuModel gpu(layout, GpuModelOptions{B, T, 2048, Recompute::layer, offload}, plan);
-    plan.allocate();
-    gpu.bind(plan);
-    gpu.upload_weights(w.data());
-    run.activations = plan.bytes(Arena::Activations);
+    LoadedModel model(layout, GpuModelOptions{B, T, 2048, Recompute::layer, offload}, w);
+    GpuModel& gpu = model.gpu;
+    run.activations = model.plan.bytes(Arena::Activations);
     run.pinned = gpu.pinned_host_bytes();
     test::DeviceBuffer<float> grads(layout.total);
     const GradTargets g = arena_grad_targets(layout, grads.ptr);
@@ -252,11 +252,8 @@ TEST(GpuModel, WeightsRoundTripThroughTheStaging) {
   init_weights(layout, w.data(), 5);
   const std::vector<float> expected = test::round_bf16(w);
   for (Recompute level : {Recompute::none, Recompute::cheap, Recompute::layer}) {
-    MemoryPlan plan;
-    GpuModel gpu(layout, GpuModelOptions{2, 19, 2048, level}, plan);
-    plan.allocate();
-    gpu.bind(plan);
-    gpu.upload_weights(w.data());
+    LoadedModel model(layout, GpuModelOptions{2, 19, 2048, level}, w);
+    GpuModel& gpu = model.gpu;
     std::vector<float> back(layout.total, -1.0f);
     gpu.download_weights(back.data());
     int64_t wrong = 0;

@@ -92,12 +92,12 @@ struct GpuModel::Impl {
 
   // Offloaded layer inputs: layer l's input lives in ring slot l % 2 on the GPU while it is
   // written or used, and in host_inputs[l] (pinned, (n_layers, N, C)) in between. copied[slot] is
-  // recorded on copy_stream after each copy into or out of the slot; released marks, on the
-  // compute stream, the point after which a slot's previous layer is no longer read.
+  // recorded on copy_stream after each copy into or out of the slot; compute_point marks, on the
+  // compute stream, what a copy must wait for.
   bool offload = false;
   bf16* host_inputs = nullptr;
   cudaStream_t copy_stream = nullptr;
-  cudaEvent_t written[2] = {nullptr, nullptr}, copied[2] = {nullptr, nullptr}, released = nullptr;
+  cudaEvent_t copied[2] = {nullptr, nullptr}, compute_point = nullptr;
 
   explicit Impl(const ModelLayout& l) : layout(l) {}
   ~Impl();
@@ -216,18 +216,15 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
       fail("cannot pin ", format_bytes((double)host_bytes), " of host memory for the offloaded layer inputs");
     }
     CUDA_CHECK(cudaStreamCreateWithFlags(&m.copy_stream, cudaStreamNonBlocking));
-    for (int i = 0; i < 2; i++) {
-      CUDA_CHECK(cudaEventCreateWithFlags(&m.written[i], cudaEventDisableTiming));
-      CUDA_CHECK(cudaEventCreateWithFlags(&m.copied[i], cudaEventDisableTiming));
-    }
-    CUDA_CHECK(cudaEventCreateWithFlags(&m.released, cudaEventDisableTiming));
+    for (cudaEvent_t* e : {&m.copied[0], &m.copied[1], &m.compute_point})
+      CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
   }
 }
 
 // Frees what the constructor made, also when it throws halfway (impl_ is then destroyed alone).
 GpuModel::Impl::~Impl() {
   if (copy_stream) cudaStreamSynchronize(copy_stream), cudaStreamDestroy(copy_stream);
-  for (cudaEvent_t e : {written[0], written[1], copied[0], copied[1], released})
+  for (cudaEvent_t e : {copied[0], copied[1], compute_point})
     if (e) cudaEventDestroy(e);
   if (host_inputs) cudaFreeHost(host_inputs);
   if (stream) cudaStreamDestroy(stream);
@@ -327,23 +324,16 @@ void forward_layer_body(GpuModel::Impl& m, int l, int B) {
 void wait_for_input_slot(GpuModel::Impl& m, int l) {
   if (m.offload) CUDA_CHECK(cudaStreamWaitEvent(m.stream, m.copied[l % 2]));
 }
-void offload_input(GpuModel::Impl& m, int l, int N) {
-  const int slot = l % 2;
-  CUDA_CHECK(cudaEventRecord(m.written[slot], m.stream));
-  CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.written[slot]));
-  const int64_t C = m.layout.config.d_model;
-  CUDA_CHECK(cudaMemcpyAsync(m.host_inputs + (int64_t)l * m.N * C, m.act[l].x_in, N * C * sizeof(bf16),
-                             cudaMemcpyDeviceToHost, m.copy_stream));
-  CUDA_CHECK(cudaEventRecord(m.copied[slot], m.copy_stream));
-}
-// Backward: layer l's input back into its slot, once the compute enqueued so far — the backward of
-// layer l+2, the slot's last reader — is done with it.
-void fetch_input(GpuModel::Impl& m, int l, int N) {
-  CUDA_CHECK(cudaEventRecord(m.released, m.stream));
-  CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.released));
-  const int64_t C = m.layout.config.d_model;
-  CUDA_CHECK(cudaMemcpyAsync(m.act[l].x_in, m.host_inputs + (int64_t)l * m.N * C, N * C * sizeof(bf16),
-                             cudaMemcpyHostToDevice, m.copy_stream));
+// Layer l's input between its ring slot and the host, once the compute enqueued so far is done:
+// out (forward) after the input is written; in (backward) after layer l+2's backward, the slot's
+// last reader.
+void copy_input(GpuModel::Impl& m, int l, int N, cudaMemcpyKind kind) {
+  CUDA_CHECK(cudaEventRecord(m.compute_point, m.stream));
+  CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.compute_point));
+  bf16 *host = m.host_inputs + (int64_t)l * m.N * m.layout.config.d_model, *slot = m.act[l].x_in;
+  const size_t bytes = (size_t)N * m.layout.config.d_model * sizeof(bf16);
+  const bool out = kind == cudaMemcpyDeviceToHost;
+  CUDA_CHECK(cudaMemcpyAsync(out ? host : slot, out ? slot : host, bytes, kind, m.copy_stream));
   CUDA_CHECK(cudaEventRecord(m.copied[l % 2], m.copy_stream));
 }
 
@@ -358,7 +348,7 @@ void forward_layers(GpuModel::Impl& m, int B, bool keep_inputs) {
   NvtxRange range("forward");
   wait_for_input_slot(m, 0);
   encoder_forward(m.act[0].x_in, m.inputs, m.w(m.layout.embedding), N, C, V, s);
-  if (offload) offload_input(m, 0, N);
+  if (offload) copy_input(m, 0, N, cudaMemcpyDeviceToHost);
   rmsnorm_forward(m.act[0].ln1, m.act[0].rstd1, m.act[0].x_in, m.w(m.layout.layers[0].attn_norm), N, C, c.norm_eps, s);
   for (int l = 0; l < c.n_layers; l++) {
     NvtxRange layer_range(("forward layer " + std::to_string(l)).c_str());
@@ -371,7 +361,7 @@ void forward_layers(GpuModel::Impl& m, int B, bool keep_inputs) {
       wait_for_input_slot(m, l + 1);
       rmsnorm_residual_forward(next.x_in, next.ln1, next.rstd1, a.x_mid, m.proj, m.w(m.layout.layers[l + 1].attn_norm),
                                N, C, c.norm_eps, s);
-      if (offload) offload_input(m, l + 1, N);
+      if (offload) copy_input(m, l + 1, N, cudaMemcpyDeviceToHost);
     } else {
       rmsnorm_residual_forward(m.x_final, m.ln_f, m.rstd_f, a.x_mid, m.proj, m.w(m.layout.final_norm), N, C, c.norm_eps,
                                s);
@@ -479,7 +469,7 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     if (m.offload) {
       // The last two layers' inputs are still in their slots from the forward; every lower one is
       // fetched while the layer above it runs.
-      if (l - 1 >= lowest && l - 1 <= c.n_layers - 3) fetch_input(m, l - 1, N);
+      if (l - 1 >= lowest && l - 1 <= c.n_layers - 3) copy_input(m, l - 1, N, cudaMemcpyHostToDevice);
       if (l <= c.n_layers - 3) CUDA_CHECK(cudaStreamWaitEvent(s, m.copied[l % 2]));
     }
     const LayerOffsets& p = layout_.layers[l];
