@@ -233,13 +233,7 @@ class GpuBackend final : public TrainBackend {
     nlohmann::json steps = nlohmann::json::object();
     nlohmann::json galore = nlohmann::json::object();
     for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
-      if (is_galore(t)) {
-        save_galore(out, galore, t, galore_state(t, index));
-        return;
-      }
-      out.tensors["adam." + t.name + ".m"] = read_moments(t, offset);
-      out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
-      steps[t.name] = tensor_steps_[index];
+      save_tensor_state(out, steps, galore, t, index, offset);
     });
     // Layers parked by the "keep" policy: the same names, so the file reads like the CPU's.
     for (const auto& [layer, parked] : parked_) {
@@ -257,19 +251,12 @@ class GpuBackend final : public TrainBackend {
     OWLORE_REQUIRE((int64_t)w.size() == layout_.total, "trainer state: ", w.size(), " weights, the model has ",
                    layout_.total);
     model_->upload_weights(w.data());
-    const auto& steps = in.meta.at("adam.steps");
     for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
-      if (is_galore(t)) {
-        load_galore(in, t, galore_state(t, index));
-        return;
-      }
-      OWLORE_REQUIRE(steps.contains(t.name), "trainer state has no optimizer state for ", t.name);
-      write_moments(t, offset, in.tensors.at("adam." + t.name + ".m"));
-      write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
-      tensor_steps_[index] = steps[t.name].get<int>();
+      OWLORE_REQUIRE(load_tensor_state(in, t, index, offset), "trainer state has no optimizer state for ", t.name);
     });
     // Under "keep", the state of layers that are not training now goes back to the host park.
     parked_.clear();
+    const auto& steps = in.meta.at("adam.steps");
     if (options_.state_policy == "keep")
       for (int l = 0; l < layout_.config.n_layers; l++) {
         if (slot_of_layer_[l] >= 0) continue;
@@ -491,30 +478,40 @@ class GpuBackend final : public TrainBackend {
     StateBundle out;
     nlohmann::json steps = nlohmann::json::object(), galore = nlohmann::json::object();
     for_each_in_layer(l, [&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
-      if (is_galore(t)) {
-        save_galore(out, galore, t, galore_state(t, index));
-        return;
-      }
-      out.tensors["adam." + t.name + ".m"] = read_moments(t, offset);
-      out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
-      steps[t.name] = tensor_steps_[index];
+      save_tensor_state(out, steps, galore, t, index, offset);
     });
     out.meta["adam.steps"] = steps;
     out.meta["galore"] = galore;
     return out;
   }
   void import_layer(int l, const StateBundle& in) {
-    const auto& steps = in.meta.at("adam.steps");
     for_each_in_layer(l, [&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
-      if (is_galore(t)) {
-        load_galore(in, t, galore_state(t, index));
-        return;
-      }
-      if (!steps.contains(t.name)) return;
-      write_moments(t, offset, in.tensors.at("adam." + t.name + ".m"));
-      write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
-      tensor_steps_[index] = steps[t.name].get<int>();
+      load_tensor_state(in, t, index, offset);
     });
+  }
+  // One tensor's optimizer state into a bundle in the save_state format, and back; false when the
+  // bundle holds no Adam state for it.
+  void save_tensor_state(StateBundle& out, nlohmann::json& steps, nlohmann::json& galore, const TensorSlot& t,
+                         size_t index, int64_t offset) {
+    if (is_galore(t)) {
+      save_galore(out, galore, t, galore_state(t, index));
+      return;
+    }
+    out.tensors["adam." + t.name + ".m"] = read_moments(t, offset);
+    out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
+    steps[t.name] = tensor_steps_[index];
+  }
+  bool load_tensor_state(const StateBundle& in, const TensorSlot& t, size_t index, int64_t offset) {
+    if (is_galore(t)) {
+      load_galore(in, t, galore_state(t, index));
+      return true;
+    }
+    const auto& steps = in.meta.at("adam.steps");
+    if (!steps.contains(t.name)) return false;
+    write_moments(t, offset, in.tensors.at("adam." + t.name + ".m"));
+    write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
+    tensor_steps_[index] = steps[t.name].get<int>();
+    return true;
   }
   // Calls fn(tensor, index, gradient, moment offset) for the tensors of layer l (it holds a slot).
   template <typename Fn>
