@@ -81,15 +81,19 @@ double layer_outlier_ratio(const ModelLayout& layout, const float* weights, cons
   return 100.0 * (double)outliers / (double)count;
 }
 
-std::vector<double> compute_outlier_distribution(const ModelLayout& layout, const float* weights,
-                                                 const int32_t* tokens, int n_sequences, int seq_len,
-                                                 const OutlierOptions& options) {
-  const ModelConfig& c = layout.config;
+void check_outlier_calibration(int n_sequences, int seq_len, const OutlierOptions& options) {
   OWLORE_REQUIRE(n_sequences >= 1 && seq_len >= 1, "outlier calibration: expected at least one sequence of one token, got ",
                  n_sequences, " x ", seq_len);
   OWLORE_REQUIRE(options.batch_sequences >= 1, "outlier calibration: batch_sequences must be >= 1, got ",
                  options.batch_sequences);
   OWLORE_REQUIRE(options.threshold > 0.0, "outlier calibration: threshold M must be > 0, got ", options.threshold);
+}
+
+std::vector<double> compute_outlier_distribution(const ModelLayout& layout, const float* weights,
+                                                 const int32_t* tokens, int n_sequences, int seq_len,
+                                                 const OutlierOptions& options) {
+  const ModelConfig& c = layout.config;
+  check_outlier_calibration(n_sequences, seq_len, options);
   CpuModel<float> model(layout);
   InputEnergy energy(c);
   // Only the activations matter: targets of -1 make the forward skip the LM head's loss.

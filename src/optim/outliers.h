@@ -38,6 +38,9 @@ struct OutlierOptions {
   int batch_sequences = 4;   // sequences per forward (memory only; the result does not depend on it)
 };
 
+// Throws naming what is wrong with a calibration's sizes or options (both backends check them).
+void check_outlier_calibration(int n_sequences, int seq_len, const OutlierOptions& options);
+
 // The whole calibration: tokens (n_sequences, seq_len), row-major, through the frozen model in
 // batches of batch_sequences; returns D (one value in [0, 100] per decoder layer).
 std::vector<double> compute_outlier_distribution(const ModelLayout& layout, const float* weights,

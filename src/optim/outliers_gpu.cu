@@ -16,11 +16,7 @@ std::vector<double> compute_outlier_distribution_gpu(const ModelLayout& layout, 
                                                      const int32_t* tokens, int n_sequences, int seq_len,
                                                      const OutlierOptions& options) {
   const ModelConfig& c = layout.config;
-  OWLORE_REQUIRE(n_sequences >= 1 && seq_len >= 1, "outlier calibration: expected at least one sequence of one token, got ",
-                 n_sequences, " x ", seq_len);
-  OWLORE_REQUIRE(options.batch_sequences >= 1, "outlier calibration: batch_sequences must be >= 1, got ",
-                 options.batch_sequences);
-  OWLORE_REQUIRE(options.threshold > 0.0, "outlier calibration: threshold M must be > 0, got ", options.threshold);
+  check_outlier_calibration(n_sequences, seq_len, options);
   OWLORE_REQUIRE((int64_t)weights.size() == layout.total, "outlier calibration: ", weights.size(),
                  " weights, the layout of '", c.name, "' has ", layout.total);
   OWLORE_REQUIRE(cuda_available(), "outlier calibration on cuda: no CUDA device is present (use --device cpu)");
