@@ -8,10 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The benchmarks are outside the default target (tools/ is EXCLUDE_FROM_ALL): build them too, or a
 # stale copy would be shipped.
-ninja -C build all bench_refresh bench_kernels bench_attention >/dev/null
+ninja -C build all bench_refresh bench_kernels bench_attention probe_memory >/dev/null
 rm -rf .carry/bin /tmp/owlore_stage && mkdir -p .carry/bin .carry/gguf1 .carry/gguf2 /tmp/owlore_stage
 cp build/owlore build/tests/test_*_gpu /tmp/owlore_stage/
-cp build/tools/bench_refresh build/tools/bench_kernels build/tools/bench_attention /tmp/owlore_stage/
+cp build/tools/bench_refresh build/tools/bench_kernels build/tools/bench_attention build/tools/probe_memory /tmp/owlore_stage/
 strip /tmp/owlore_stage/*
 git rev-parse --short HEAD > /tmp/owlore_stage/COMMIT
 tar -cJf .carry/bin/bins.tar.xz -C /tmp/owlore_stage .
