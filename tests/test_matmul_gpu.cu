@@ -129,6 +129,49 @@ void emulate_head(std::vector<float>& loss, std::vector<float>& dx, std::vector<
 }
 }  // namespace
 
+// The weight gradient of each matrix of a fused output alone (q, k, v of qkv; gate, up of
+// gate_up), read with the fused row stride: = overwrites, += accumulates, and each block equals
+// its rows of the fused dW to fp32 precision. Odd widths put the blocks at unaligned addresses.
+TEST(MatmulGpu, WeightGradientOfEachMatrixOfAFusedOutput) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  Matmul mm;
+  struct Case {
+    int N, IC;
+    std::vector<int> rows;
+  };
+  for (const Case& k : {Case{33, 45, {17, 5, 5}}, Case{64, 576, {576, 192, 192}}, Case{7, 195, {331, 331}}}) {
+    int OC = 0;
+    for (int r : k.rows) OC += r;
+    const int64_t nin = (int64_t)k.N * k.IC, nout = (int64_t)k.N * OC;
+    const auto x = round_bf16(random_vector(nin, 11 + k.N));
+    const auto g = round_bf16(random_vector(nout, 12 + OC));
+    const auto w = round_bf16(random_vector((int64_t)OC * k.IC, 13));
+    std::vector<float> ref_dx(nin), ref_dw((int64_t)OC * k.IC, 0.0f);
+    matmul_backward_ref(ref_dx.data(), ref_dw.data(), g.data(), x.data(), w.data(), k.N, k.IC, OC);
+    DeviceBuffer<bf16> d_x(nin), d_g(nout);
+    upload_bf16(d_x, x);
+    upload_bf16(d_g, g);
+    int first = 0;
+    for (int rows : k.rows) {
+      const int64_t n = (int64_t)rows * k.IC;
+      const std::vector<float> block_ref(ref_dw.begin() + (int64_t)first * k.IC, ref_dw.begin() + (int64_t)first * k.IC + n);
+      DeviceBuffer<float> d_dw(n);
+      d_dw.poison();  // = must not read it
+      mm.weight_gradient(d_dw.ptr, d_g.ptr + first, OC, d_x.ptr, k.N, k.IC, rows, /*accumulate=*/false, 0);
+      sync_and_check();
+      const std::string wh = " rows " + std::to_string(first) + ".." + std::to_string(first + rows) + " of " +
+                             std::to_string(OC) + ", IC=" + std::to_string(k.IC);
+      EXPECT_REL_WITHIN(("weight_gradient =" + wh).c_str(), rel_error(d_dw.download(), block_ref), 1e-5);
+      mm.weight_gradient(d_dw.ptr, d_g.ptr + first, OC, d_x.ptr, k.N, k.IC, rows, /*accumulate=*/true, 0);
+      sync_and_check();
+      std::vector<float> twice = block_ref;
+      for (float& v : twice) v *= 2;
+      EXPECT_REL_WITHIN(("weight_gradient +=" + wh).c_str(), rel_error(d_dw.download(), twice), 1e-5);
+      first += rows;
+    }
+  }
+}
+
 TEST(LmHeadCeGpu, FusedChunkedMatchesTwin) {
   OWLORE_SKIP_WITHOUT_GPU();
   Matmul mm;

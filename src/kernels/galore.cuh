@@ -42,6 +42,9 @@ inline void cusolver_check(cusolverStatus_t status, const char* call, const char
 // the plan cache of matmul.cuh: a repeated shape costs one cublasLtMatmul. One GemmF32 per stream.
 class GemmF32 {
  public:
+  // workspace: CachedGemm::kWorkspaceBytes shared with GEMMs on the same stream, or null (its own).
+  explicit GemmF32(void* workspace = nullptr) : gemm_(workspace) {}
+
   void gemm(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float* A, int lda, const float* B,
             int ldb, float beta, float* D, int ldd, cudaStream_t stream) {
     KERNEL_REQUIRE(m > 0 && n > 0 && k > 0, "gemm_f32", "sizes must be positive");

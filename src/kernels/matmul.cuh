@@ -33,8 +33,9 @@ inline void cublaslt_check(cublasStatus_t status, const char* call, const char* 
 #define CUBLASLT_CHECK(call) ::owlore::cublaslt_check((call), #call, __FILE__, __LINE__)
 
 // Column-major D (m x n) = alpha op(A) op(B) + beta D on cuBLASLt, fp32 accumulation
-// (CUBLAS_COMPUTE_32F: strict fp32, no TF32, when the operands are fp32). It owns the handle and
-// a 32 MiB workspace; a plan (descriptors, layouts and the heuristic's first algorithm) is built
+// (CUBLAS_COMPUTE_32F: strict fp32, no TF32, when the operands are fp32). It owns the handle, and
+// a 32 MiB workspace unless it is given one: GEMMs ordered on one stream may share one (the
+// model's memory plan holds one for its Matmul and GaLore's GemmF32). A plan (descriptors, layouts and the heuristic's first algorithm) is built
 // once per (shape, transposes, types, alignments) and cached, so a repeated call costs one
 // cublasLtMatmul. Any sizes work; alignment below 16 bytes is passed to the heuristic, which
 // then picks a kernel that accepts it. lda/ldb/ldd in elements.
@@ -42,13 +43,16 @@ class CachedGemm {
  public:
   static constexpr size_t kWorkspaceBytes = 32u << 20;
 
-  CachedGemm() {
+  explicit CachedGemm(void* workspace /*kWorkspaceBytes, or null: its own*/ = nullptr) : workspace_(workspace) {
     CUBLASLT_CHECK(cublasLtCreate(&handle_));
-    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+    if (!workspace_) {
+      CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+      owns_workspace_ = true;
+    }
   }
   ~CachedGemm() {
     plans_.clear();
-    cudaFree(workspace_);
+    if (owns_workspace_) cudaFree(workspace_);
     cublasLtDestroy(handle_);
   }
   CachedGemm(const CachedGemm&) = delete;
@@ -128,11 +132,15 @@ class CachedGemm {
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
+  bool owns_workspace_ = false;
   std::map<Key, std::unique_ptr<Plan>> plans_;
 };
 
 class Matmul {
  public:
+  // workspace: CachedGemm::kWorkspaceBytes shared with GEMMs on the same stream, or null (its own).
+  explicit Matmul(void* workspace = nullptr) : gemm_(workspace) {}
+
   // out = inp W^T
   void forward(bf16* out /*(N,OC)*/, const bf16* inp /*(N,IC)*/, const bf16* weight /*(OC,IC)*/, int N, int IC, int OC,
                cudaStream_t stream) {
@@ -158,6 +166,18 @@ class Matmul {
                 const bf16* inp /*(N,IC)*/, const bf16* weight /*(OC,IC)*/, int N, int IC, int OC,
                 cudaStream_t stream) {
     backward_impl(dinp, nullptr, CUDA_R_16BF, dout, inp, weight, N, IC, OC, stream);
+  }
+
+  // One weight gradient alone: dweight (OC,IC) = or += dout^T inp, where dout's OC columns are
+  // read with row stride ld_dout — a column block of a fused output (q of qkv, gate of gate_up),
+  // so that a fused layer's matrices can stream through a workspace one at a time.
+  void weight_gradient(float* dweight /*(OC,IC)*/, const bf16* dout /*(N, ld_dout): columns [0, OC)*/, int ld_dout,
+                       const bf16* inp /*(N,IC)*/, int N, int IC, int OC, bool accumulate, cudaStream_t stream) {
+    NvtxRange range("matmul_weight_gradient");
+    KERNEL_REQUIRE(N > 0 && IC > 0 && OC > 0 && ld_dout >= OC, "matmul_weight_gradient", "sizes must be positive, ld >= OC");
+    KERNEL_REQUIRE(dweight && dout && inp, "matmul_weight_gradient", "null pointer");
+    gemm_.run(false, true, IC, OC, N, 1.0f, CUDA_R_16BF, inp, IC, dout, ld_dout, accumulate ? 1.0f : 0.0f, CUDA_R_32F,
+              dweight, IC, stream);
   }
 
   size_t cached_plans() const { return gemm_.cached_plans(); }

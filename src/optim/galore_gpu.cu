@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -87,13 +88,17 @@ GaloreGpu::GaloreGpu(const GaloreConfig& config, const std::vector<std::pair<int
   OWLORE_REQUIRE(config.rank >= 1 && config.proj_gap >= 1, "GaLore (GPU): rank and proj_gap must be >= 1");
   OWLORE_REQUIRE(config.oversample >= 0 && config.power_iters >= 0,
                  "GaLore (GPU): oversample and power_iters must be >= 0");
+  // A cuBLAS handle, and the one cuSOLVER creates inside its own, allocate cuBLAS's default
+  // workspace unless CUBLAS_WORKSPACE_CONFIG says otherwise: cusolverDnCreate took 96 MiB on the
+  // H200, 36 MiB with 4 MiB (tools/probe_memory.cu). The factorizations here work on panels of r
+  // columns, for which 4 MiB is ample. A setting of the user's is kept.
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:1", /*overwrite=*/0);
   CUSOLVER_CHECK(cusolverDnCreate(&solver_));
   CUSOLVER_CHECK(cusolverDnSetStream(solver_, stream_));
   if (config.mode == ProjectorMode::fast) {
     BLAS_CHECK(cublasCreate(&blas_));
     BLAS_CHECK(cublasSetStream(blas_, stream_));
   }
-  gemm_ = std::make_unique<GemmF32>();
   int lwork = 0;
   auto need = [&](int w) { lwork = std::max(lwork, w); };
   for (const auto& [rows, cols] : shapes) {
@@ -140,8 +145,9 @@ GaloreGpu::~GaloreGpu() {
   if (solver_) cusolverDnDestroy(solver_);
 }
 
-void GaloreGpu::bind(void* workspace) {
+void GaloreGpu::bind(void* workspace, void* gemm_workspace) {
   OWLORE_REQUIRE(workspace_ == nullptr, "GaLore (GPU): workspace bound twice");
+  gemm_ = std::make_unique<GemmF32>(gemm_workspace);
   if (!workspace) {
     CUDA_CHECK(cudaMalloc(&workspace, workspace_bytes_));
     owns_workspace_ = true;

@@ -86,14 +86,15 @@ class GaloreGpu {
  public:
   // shapes: every (rows, cols) this optimizer will step; the workspace is sized for the largest.
   // The workspace is device memory of workspace_bytes(), given with bind() (the backend takes it
-  // from its memory plan) before the first refresh; bind(nullptr) allocates it here.
+  // from its memory plan) before the first refresh; bind(nullptr) allocates it here. gemm_workspace:
+  // the cuBLASLt workspace of the GEMMs ordered on the same stream (the model's), or null (its own).
   GaloreGpu(const GaloreConfig& config, const std::vector<std::pair<int, int>>& shapes, cudaStream_t stream);
   ~GaloreGpu();
   GaloreGpu(const GaloreGpu&) = delete;
   GaloreGpu& operator=(const GaloreGpu&) = delete;
 
   size_t workspace_bytes() const { return workspace_bytes_; }
-  void bind(void* workspace);
+  void bind(void* workspace, void* gemm_workspace = nullptr);
   const GaloreConfig& config() const { return config_; }
 
   bool refresh_due(const GaloreGpuMatrix& state) const;
