@@ -14,7 +14,11 @@
 //    that test's later-step bounds are 1e-2 and 2e-2. The race of f01d034 showed first in the
 //    captured energies (exact 0.887 against 0.99) and in step 1's norm, which stay tight (1e-4,
 //    1e-5); a wrong update (a missed clip factor, R not cleared, a wrong matrix offset) moves
-//    the weights by O(1e-2+).
+//    the weights by O(1e-2+). Since the streamed path runs one GEMM per matrix where the
+//    buffered one runs a layer's fused GEMMs (qkv, gate_up), G differs in its last bits in more
+//    places: at tiny-gpu's shapes with a refresh at step 4, the H200 measured weights 3.2e-3
+//    (fast) and 2.1e-3 (gradients in the recompute buffers) apart, that refresh's energies up to
+//    2.8e-4 apart; those bounds are 5e-3 and 1e-3, step 1's energies stay at 1e-4.
 //  - the projector refreshes and their captured energies.
 // The streamed plan must also hold less gradient memory than the buffered one.
 #include <gtest/gtest.h>
@@ -42,7 +46,8 @@ struct TrainingRun {
 };
 
 TrainingRun train(bool streamed, ProjectorMode mode, int proj_gap, const std::string& preset = "tiny-gpu",
-                  int B = 2, int T = 33) {
+                  int B = 2, int T = 33, Recompute recompute = Recompute::none, bool offload = false,
+                  std::vector<bool> trained = {}) {
   const ModelConfig cfg = preset_config(preset);
   const ModelLayout layout(cfg);
   std::vector<float> w(layout.total);
@@ -55,8 +60,10 @@ TrainingRun train(bool streamed, ProjectorMode mode, int proj_gap, const std::st
   options.galore_config.scale = 0.5f;
   options.galore_config.mode = mode;
   options.seed = 5;
-  auto backend = make_gpu_backend(layout, w, options, GpuModelOptions{B, T}, /*n_layer_slots=*/cfg.n_layers);
-  backend->set_mask(TrainMask{std::vector<bool>(cfg.n_layers, true), true, true});
+  auto backend = make_gpu_backend(layout, w, options, GpuModelOptions{B, T, 2048, recompute, offload},
+                                  /*n_layer_slots=*/cfg.n_layers);
+  if (trained.empty()) trained.assign(cfg.n_layers, true);
+  backend->set_mask(TrainMask{trained, true, true});
   TrainingRun run;
   run.plan = backend->plan_table();
   for (int step = 0; step < 6; step++) {
@@ -78,10 +85,8 @@ TrainingRun train(bool streamed, ProjectorMode mode, int proj_gap, const std::st
 
 class GaloreStreamingGpu : public ::testing::TestWithParam<ProjectorMode> {};
 
-void expect_same_training(ProjectorMode mode, int proj_gap, double weight_bound, double later_norm_bound = 5e-3,
-                          const std::string& preset = "tiny-gpu", int B = 2, int T = 33) {
-  const TrainingRun streamed = train(true, mode, proj_gap, preset, B, T),
-                    buffered = train(false, mode, proj_gap, preset, B, T);
+void expect_same_training(const TrainingRun& streamed, const TrainingRun& buffered, int n_trained_layers, int proj_gap,
+                          double weight_bound, double later_norm_bound = 5e-3) {
   ASSERT_EQ(streamed.sum_squares.size(), buffered.sum_squares.size());
   // Step 1 (same weights): the streamed norm is the full-gradient norm up to summation order.
   // Later steps carry the weights' small differences described above.
@@ -89,11 +94,12 @@ void expect_same_training(ProjectorMode mode, int proj_gap, double weight_bound,
   for (size_t i = 1; i < streamed.sum_squares.size(); i++)
     EXPECT_NEAR(streamed.sum_squares[i], buffered.sum_squares[i], later_norm_bound * buffered.sum_squares[i]) << "step " << i + 1;
   EXPECT_EQ(streamed.refreshes, buffered.refreshes);
-  EXPECT_EQ(streamed.refreshes.front(), 7 * preset_config(preset).n_layers)
+  EXPECT_EQ(streamed.refreshes.front(), 7 * n_trained_layers)
       << "every matrix of every layer refreshes at its first step";
+  // Step 1's refreshes see the same weights: tight. Later ones see the weights' small differences.
   ASSERT_EQ(streamed.energies.size(), buffered.energies.size());
   for (size_t i = 0; i < streamed.energies.size(); i++) {
-    EXPECT_NEAR(streamed.energies[i], buffered.energies[i], 1e-4);
+    EXPECT_NEAR(streamed.energies[i], buffered.energies[i], i == 0 ? 1e-4 : 1e-3) << "refreshing step " << i + 1;
     EXPECT_GT(streamed.energies[i], 0.0);
   }
   const double err = test::rel_error(streamed.weights, buffered.weights);
@@ -102,12 +108,29 @@ void expect_same_training(ProjectorMode mode, int proj_gap, double weight_bound,
 
 TEST_P(GaloreStreamingGpu, SameTrainingAsFullGradientBuffers) {
   OWLORE_SKIP_WITHOUT_GPU();
-  expect_same_training(GetParam(), /*proj_gap=*/100, 2e-3);
+  expect_same_training(train(true, GetParam(), 100), train(false, GetParam(), 100), 2, /*proj_gap=*/100, 2e-3);
 }
 
 TEST_P(GaloreStreamingGpu, SameTrainingWithARefreshMidway) {
   OWLORE_SKIP_WITHOUT_GPU();
-  expect_same_training(GetParam(), /*proj_gap=*/3, 2e-3);
+  expect_same_training(train(true, GetParam(), 3), train(false, GetParam(), 3), 2, /*proj_gap=*/3, 5e-3);
+}
+
+// Under --recompute layer the streamed gradients pass through the recompute buffers that are
+// free when each is written — the MLP's through the qkv/attention buffer, whose values each
+// trained layer then recomputes — instead of a workspace of their own: 4 x 65 tokens make
+// tiny-gpu's buffers large enough. With offloaded layer inputs, against the buffered path that
+// keeps every activation; every layer trained, then layer 1 only (layer 0's backward, frozen,
+// keeps its first recompute).
+TEST_P(GaloreStreamingGpu, SameTrainingWithGradientsInTheRecomputeBuffers) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  for (const std::vector<bool>& trained : {std::vector<bool>{true, true}, std::vector<bool>{false, true}}) {
+    const TrainingRun streamed = train(true, GetParam(), 3, "tiny-gpu", 4, 65, Recompute::layer, /*offload=*/true, trained),
+                      buffered = train(false, GetParam(), 3, "tiny-gpu", 4, 65, Recompute::none, false, trained);
+    EXPECT_EQ(streamed.plan.find("streamed weight gradient"), std::string::npos)
+        << "the gradients should need no workspace of their own:\n" << streamed.plan;
+    expect_same_training(streamed, buffered, trained[0] ? 2 : 1, /*proj_gap=*/3, 5e-3);
+  }
 }
 
 // SmolLM2's shapes (random weights): kernels long enough for the GPU to fall behind the host, as
@@ -115,7 +138,8 @@ TEST_P(GaloreStreamingGpu, SameTrainingWithARefreshMidway) {
 // (f01d034) while the tiny model, on which the GPU keeps up, hid the race.
 TEST_P(GaloreStreamingGpu, SameTrainingAtSmolLM2Shapes) {
   OWLORE_SKIP_WITHOUT_GPU();
-  expect_same_training(GetParam(), /*proj_gap=*/3, 1e-2, 2e-2, "smollm2-135m", 4, 256);
+  expect_same_training(train(true, GetParam(), 3, "smollm2-135m", 4, 256), train(false, GetParam(), 3, "smollm2-135m", 4, 256),
+                       preset_config("smollm2-135m").n_layers, /*proj_gap=*/3, 1e-2, 2e-2);
 }
 
 TEST_P(GaloreStreamingGpu, PlanHoldsNoLayerGradients) {

@@ -92,7 +92,9 @@ TEST(RmsnormGpu, BackwardMatchesTwinAndIsDeterministic) {
     for (auto& v : w) v += 1.0f;
     w = round_bf16(w);
     const auto dw0 = round_bf16(random_vector(s.C, 700 + s.C));
-    std::vector<float> y(nc), rstd(s.N), ref_dx(nc), ref_dw = dw0;
+    // dinp accumulates (the residual stream's gradient): it starts from dx0, not zero.
+    const auto dx0 = round_bf16(random_vector(nc, 800 + s.N + s.C));
+    std::vector<float> y(nc), rstd(s.N), ref_dx = dx0, ref_dw = dw0;
     rmsnorm_forward_ref(y.data(), rstd.data(), x.data(), w.data(), s.N, s.C, kEps);
     rmsnorm_backward_ref(ref_dx.data(), ref_dw.data(), g.data(), x.data(), w.data(), rstd.data(), s.N, s.C);
 
@@ -106,7 +108,7 @@ TEST(RmsnormGpu, BackwardMatchesTwinAndIsDeterministic) {
     // bf16 dweight, twice: bit-identical
     std::vector<__nv_bfloat16> first_dw, first_dx;
     for (int run = 0; run < 2; run++) {
-      d_dx.poison();
+      upload_bf16(d_dx, dx0);
       upload_bf16(d_dw, dw0);
       rmsnorm_backward(d_dx.ptr, d_dw.ptr, d_scratch.ptr, d_g.ptr, d_x.ptr, d_w.ptr, d_rstd.ptr, s.N, s.C, 0);
       sync_and_check();
@@ -125,11 +127,12 @@ TEST(RmsnormGpu, BackwardMatchesTwinAndIsDeterministic) {
     }
     // fp32 dweight
     d_dw32.upload(dw0);
+    upload_bf16(d_dx, dx0);
     rmsnorm_backward(d_dx.ptr, d_dw32.ptr, d_scratch.ptr, d_g.ptr, d_x.ptr, d_w.ptr, d_rstd.ptr, s.N, s.C, 0);
     sync_and_check();
     EXPECT_REL_WITHIN(("rmsnorm_backward fp32 dweight" + where(s)).c_str(), rel_error(d_dw32.download(), ref_dw), 1e-5);
     // frozen weight: no dweight, same dinp
-    d_dx.poison();
+    upload_bf16(d_dx, dx0);
     rmsnorm_backward(d_dx.ptr, nullptr, nullptr, d_g.ptr, d_x.ptr, d_w.ptr, d_rstd.ptr, s.N, s.C, 0);
     sync_and_check();
     const auto dx = d_dx.download();

@@ -174,8 +174,8 @@ void bench_preset(const Preset& P, int N, Matmul& mm, cublasHandle_t cublas) {
     for (int s = 0; s < S; s++) b2[s] = alloc_bf16(NC), res[s] = alloc_bf16(NC);
     ms = time_ms([&](int s) { rmsnorm_residual_forward(res[s], y[s], r[s], x[s], b2[s], w, N, C, 1e-5f, 0); }, S);
     row_bw(M, "rmsnorm_residual_forward", shape, ms, fbytes, finite(y[0], NC));
-    // backward: read dout, inp, rstd; write dinp; dweight fp32
-    const double bbytes = 3.0 * NC * 2 + 4.0 * N;
+    // backward: read dout, inp, rstd and dinp (it accumulates); write dinp; dweight fp32
+    const double bbytes = 4.0 * NC * 2 + 4.0 * N;
     float* scratch = alloc_f32(rmsnorm_backward_scratch_floats(N, C));
     float* dw = alloc_f32(C);
     rmsnorm_forward(y[0], r[0], x[0], w, N, C, 1e-5f, 0);

@@ -2,7 +2,9 @@
 //   forward:  r = 1/sqrt(mean(x^2) + eps);  y = (x * r) * w;  rstd saves r (fp32) for the backward.
 //   fused:    residual_out = bf16(a + b);  y = rmsnorm(residual_out)  (the rounded sum is normed, so
 //             it equals residual_forward then rmsnorm_forward, with one pass over memory saved).
-//   backward: dx = (r*g)*w - (r^3/C * sum_c g*w*x) * x;  dw += sum_n (g*x)*r
+//   backward: dx += (r*g)*w - (r^3/C * sum_c g*w*x) * x;  dw += sum_n (g*x)*r
+//             (dx accumulates: it is the residual stream's gradient, which the norm's branch adds
+//             to; one bf16 rounding of the sum, no separate add pass and no buffer for the branch)
 // Precision: bf16 tensors, fp32 math and reductions, rstd fp32.
 // Variants (H200, 8192 tokens; numbers in docs/bench/kernels-h200-2026-11-28.md):
 //  - forward (kept): one block per 4 rows, one 16-byte pack per thread (C/8 threads), 4 independent
@@ -135,7 +137,7 @@ constexpr int kBackwardRows = 4;  // rows per block iteration (one block reducti
 
 // W contiguous columns per thread (8: vector path, 1: scalar path); blockDim.x >= C / W.
 template <int W, int R>
-static __global__ void __launch_bounds__(R == 1 ? 1024 : 512, R == 2 ? 2 : 1) rmsnorm_backward_kernel(bf16* dinp, float* __restrict__ partial /*(gridDim.x, C) or null*/,
+static __global__ void __launch_bounds__(R == 1 ? 1024 : 512, R == 2 ? 2 : 1) rmsnorm_backward_kernel(bf16* __restrict__ dinp, float* __restrict__ partial /*(gridDim.x, C) or null*/,
                                                const bf16* dout, const bf16* __restrict__ inp,
                                                const bf16* __restrict__ weight, const float* __restrict__ rstd,
                                                int N, int C) {
@@ -199,12 +201,12 @@ static __global__ void __launch_bounds__(R == 1 ? 1024 : 512, R == 2 ? 2 : 1) rm
         x[j] = __bfloat162float(xv[r][j]);
       }
       if constexpr (W == 8) {
-        Pack128<bf16> dx;
+        Pack128<bf16> dx = load128(dinp + n * C + c0);
 #pragma unroll
-        for (int j = 0; j < 8; j++) dx[j] = __float2bfloat16_rn(rs * g[j] * w[j] - coef * x[j]);
+        for (int j = 0; j < 8; j++) dx[j] = __float2bfloat16_rn(__bfloat162float(dx[j]) + rs * g[j] * w[j] - coef * x[j]);
         store128cs(dinp + n * C + c0, dx);
       } else {
-        dinp[n * C + c0] = __float2bfloat16_rn(rs * g[0] * w[0] - coef * x[0]);
+        dinp[n * C + c0] = __float2bfloat16_rn(__bfloat162float(dinp[n * C + c0]) + rs * g[0] * w[0] - coef * x[0]);
       }
 #pragma unroll
       for (int j = 0; j < W; j++) dw[j] += g[j] * x[j] * rs;
@@ -257,6 +259,7 @@ inline void backward_impl(bf16* dinp, TW* dweight, float* scratch, const bf16* d
   NvtxRange range("rmsnorm_backward");
   KERNEL_REQUIRE(N > 0 && C > 0, "rmsnorm_backward", "sizes must be positive");
   KERNEL_REQUIRE(dinp && dout && inp && weight && rstd, "rmsnorm_backward", "null pointer");
+  KERNEL_REQUIRE(dinp != dout && dinp != inp, "rmsnorm_backward", "dinp accumulates: it may not alias dout or inp");
   KERNEL_REQUIRE(!dweight || scratch, "rmsnorm_backward", "scratch (rmsnorm_backward_scratch_floats) needed for dweight");
   BackwardPlan p = backward_plan(N, C);
   if (p.width == 8 && !(is_aligned16(dinp) && is_aligned16(dout) && is_aligned16(inp))) {
@@ -310,18 +313,19 @@ inline size_t rmsnorm_backward_scratch_floats(int N, int C) {
   return (size_t)rmsnorm_detail::backward_plan(N, C).blocks * C;
 }
 
-// dinp = (overwritten; may alias dout); dweight += (bf16 or fp32, or nullptr when frozen).
-inline void rmsnorm_backward(bf16* dinp /*(N,C) =*/, bf16* dweight /*(C) +=*/, float* scratch /*(scratch_floats)*/,
+// dinp += (the residual stream's gradient; not aliasing dout or inp); dweight += (bf16 or fp32, or
+// nullptr when frozen).
+inline void rmsnorm_backward(bf16* dinp /*(N,C) +=*/, bf16* dweight /*(C) +=*/, float* scratch /*(scratch_floats)*/,
                              const bf16* dout /*(N,C)*/, const bf16* inp /*(N,C)*/, const bf16* weight /*(C)*/,
                              const float* rstd /*(N)*/, int N, int C, cudaStream_t stream) {
   rmsnorm_detail::backward_impl(dinp, dweight, scratch, dout, inp, weight, rstd, N, C, stream);
 }
-inline void rmsnorm_backward(bf16* dinp /*(N,C) =*/, float* dweight /*(C) +=*/, float* scratch /*(scratch_floats)*/,
+inline void rmsnorm_backward(bf16* dinp /*(N,C) +=*/, float* dweight /*(C) +=*/, float* scratch /*(scratch_floats)*/,
                              const bf16* dout /*(N,C)*/, const bf16* inp /*(N,C)*/, const bf16* weight /*(C)*/,
                              const float* rstd /*(N)*/, int N, int C, cudaStream_t stream) {
   rmsnorm_detail::backward_impl(dinp, dweight, scratch, dout, inp, weight, rstd, N, C, stream);
 }
-inline void rmsnorm_backward(bf16* dinp /*(N,C) =*/, std::nullptr_t /*frozen weight*/, float* scratch /*unused*/,
+inline void rmsnorm_backward(bf16* dinp /*(N,C) +=*/, std::nullptr_t /*frozen weight*/, float* scratch /*unused*/,
                              const bf16* dout /*(N,C)*/, const bf16* inp /*(N,C)*/, const bf16* weight /*(C)*/,
                              const float* rstd /*(N)*/, int N, int C, cudaStream_t stream) {
   rmsnorm_detail::backward_impl(dinp, (float*)nullptr, scratch, dout, inp, weight, rstd, N, C, stream);

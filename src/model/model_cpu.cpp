@@ -91,7 +91,7 @@ void CpuModel<Real>::backward(Real* g, const Real* w, const TrainMask& mask, Rea
       }
   }
 
-  std::vector<Real> dx(N * C), dln(N * C), dtmp(N * C);
+  std::vector<Real> dx(N * C), dln(N * C);  // dx: the residual stream's gradient, added to by each norm
   lm_head_ce_backward_ref(dln.data(), train_head_matrix ? g + layout_.lm_head : nullptr, ln_f_.data(),
                           w + layout_.lm_head, targets_.data(), loss_scale, (int)N, C, V);
   rmsnorm_backward_ref(dx.data(), mask.head ? g + layout_.final_norm : nullptr, dln.data(), x_final_.data(),
@@ -107,17 +107,15 @@ void CpuModel<Real>::backward(Real* g, const Real* w, const TrainMask& mask, Rea
     matmul_backward_ref(dh.data(), grad(p.wdown), dx.data(), a.h.data(), w + p.wdown, (int)N, F, C);
     swiglu_backward_ref(dgate_up.data(), dh.data(), a.gate_up.data(), (int)N, F);
     matmul_backward_ref(dln.data(), grad(p.wgate_up), dgate_up.data(), a.ln2.data(), w + p.wgate_up, (int)N, C, 2 * F);
-    rmsnorm_backward_ref(dtmp.data(), grad(p.mlp_norm), dln.data(), a.x_mid.data(), w + p.mlp_norm, a.rstd2.data(),
+    rmsnorm_backward_ref(dx.data(), grad(p.mlp_norm), dln.data(), a.x_mid.data(), w + p.mlp_norm, a.rstd2.data(),
                          (int)N, C);
-    for (int64_t i = 0; i < N * C; i++) dx[i] += dtmp[i];
     // Attention half: x_mid = x_in + attention(rope(rmsnorm(x_in) Wqkv^T)) Wo^T
     matmul_backward_ref(datt.data(), grad(p.wo), dx.data(), a.att.data(), w + p.wo, (int)N, cfg.q_dim(), C);
     attention_backward_ref(dqkv.data(), datt.data(), a.qkv.data(), a.att.data(), a.lse.data(), B, T, Hq, Hkv, hd);
     rope_backward_ref(dqkv.data(), dqkv.data(), B, T, Hq + Hkv, hd, qkv_dim, (Real)cfg.rope_theta, 0);
     matmul_backward_ref(dln.data(), grad(p.wqkv), dqkv.data(), a.ln1.data(), w + p.wqkv, (int)N, C, qkv_dim);
-    rmsnorm_backward_ref(dtmp.data(), grad(p.attn_norm), dln.data(), a.x_in.data(), w + p.attn_norm, a.rstd1.data(),
+    rmsnorm_backward_ref(dx.data(), grad(p.attn_norm), dln.data(), a.x_in.data(), w + p.attn_norm, a.rstd1.data(),
                          (int)N, C);
-    for (int64_t i = 0; i < N * C; i++) dx[i] += dtmp[i];
   }
   if (mask.embedding) encoder_backward_ref(g + layout_.embedding, dx.data(), inputs_.data(), (int)N, C, V);
 }

@@ -10,7 +10,6 @@
 #include "kernels/lm_head_ce.cuh"
 #include "kernels/matmul.cuh"
 #include "kernels/outliers.cuh"
-#include "kernels/residual.cuh"
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
@@ -43,8 +42,8 @@ __global__ void bf16_to_float_kernel(float* out, const bf16* in, int64_t n) {
 }  // namespace
 
 int64_t streamed_gradient_floats(const ModelConfig& c) {
-  const int64_t C = c.d_model, qkv = c.q_dim() + 2 * c.kv_dim();
-  return std::max({qkv * C, 2 * c.ffn * C, c.ffn * C, C * c.q_dim()});
+  const int64_t C = c.d_model;
+  return std::max({(int64_t)c.q_dim() * C, (int64_t)c.kv_dim() * C, (int64_t)c.ffn * C});
 }
 
 GradTargets arena_grad_targets(const ModelLayout& layout, float* grads) {
@@ -68,14 +67,18 @@ struct GpuModel::Impl {
     int x_in, ln1, rstd1, qkv, att, lse, x_mid, ln2, rstd2, gate_up, h;
   };
   int i_weights, i_x_final, i_ln_f, i_rstd_f, i_losses, i_inputs, i_targets;
-  int i_dx, i_dln, i_dtmp, i_energy_partials = -1, i_datt, i_dqkv, i_proj;
-  int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload;
+  int i_dx, i_dln = -1, i_energy_partials = -1, i_datt, i_dqkv, i_proj = -1, i_matrix_ws = -1;
+  int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload, i_gemm_ws;
   int64_t staging_floats = 0;  // weight upload/download chunk
   int i_input_ring = -1;  // offload_layer_inputs: the two layer-input buffers on the GPU
   // d attention and d qkv take the buffers of swiglu out and gate_up when they fit (they always
   // do for LLaMA shapes: q_dim <= F, q_dim + 2 kv_dim <= 2F); see the backward.
   bool d_in_mlp_buffers = false;
   int i_ln_scratch = -1, i_h_scratch = -1, i_rstd_scratch = -1;  // Recompute::cheap
+  // Recompute::layer: the final x and norm, the projections' outputs and d norm out live in the
+  // recompute buffers (see the constructor), and with streamed gradients so do the weight
+  // gradients (gradients_in_recompute; the trained layers then recompute their attention twice).
+  bool final_in_recompute = false, scratch_in_recompute = false, gradients_in_recompute = false;
   std::vector<LayerBuffers> idx;
   size_t lm_ws_bytes = 0, enc_ws_bytes = 0;
 
@@ -84,8 +87,11 @@ struct GpuModel::Impl {
     float *rstd1, *lse, *rstd2;
   };
   std::vector<LayerPtrs> act;
-  bf16 *weights, *x_final, *ln_f, *dx, *dln, *dtmp, *energy_partials = nullptr, *datt, *dqkv, *proj, *lm_ws;
+  bf16 *weights, *x_final, *ln_f, *dx, *dln, *energy_partials = nullptr, *datt, *dqkv, *lm_ws;
+  bf16 *attn_proj, *mlp_proj;  // the outputs of the attention's and the MLP's last projection
   float *rstd_f, *losses, *rms_scratch, *attn_ws, *upload, *rstd_scratch = nullptr;
+  void* gemm_ws = nullptr;     // cuBLASLt's, shared by the GEMMs on stream
+  float* matrix_ws = nullptr;  // streamed weight gradients (one matrix at a time) and the optimizer's scratch
   int *inputs, *targets;
   void* enc_ws;
   std::vector<float> losses_host;
@@ -111,6 +117,11 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   const ModelConfig& c = layout.config;
   OWLORE_REQUIRE(c.head_dim == 64 || c.head_dim == 128, "the GPU attention kernel supports head_dim 64 and 128; model '",
                  c.name, "' has ", c.head_dim, " (use --device cpu)");
+  // The CUDA context reserves cudaLimitStackSize (1 KiB by default) of local memory for every
+  // thread the card can hold: 264 MiB on a 132-SM H100/H200. owlore's kernels use at most 80
+  // bytes of stack, and the driver grows the reservation at launch for any kernel that needs more
+  // (cuBLASLt's fp32 GEMMs: 128 bytes, 33 MiB). tools/probe_memory.cu measures it.
+  CUDA_CHECK(cudaDeviceSetLimit(cudaLimitStackSize, 0));
   const int64_t N = (int64_t)options.max_batch * options.seq;
   OWLORE_REQUIRE(N < (1ll << 31), "batch x seq = ", N, " tokens is too many for one micro-batch");
   m.N = (int)N;
@@ -133,8 +144,9 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   Impl::LayerBuffers shared{};
   if (whole) {
     shared.rstd1 = plan.add(Arena::Workspace, "rstd1 (recomputed)", N * f4, "fp32");
-    shared.qkv = plan.add(Arena::Workspace, "qkv (recomputed)", N * qkv_dim * bf, "bf16");
-    shared.att = plan.add(Arena::Workspace, "attention (recomputed)", N * c.q_dim() * bf, "bf16");
+    // qkv and the attention output in one buffer, the attention output after qkv (bind()).
+    shared.qkv = shared.att =
+        plan.add(Arena::Workspace, "qkv, attention (recomputed)", N * (qkv_dim + c.q_dim()) * bf, "bf16");
     shared.lse = plan.add(Arena::Workspace, "lse (recomputed)", N * c.n_heads * f4, "fp32");
     shared.x_mid = plan.add(Arena::Workspace, "x_mid (recomputed)", N * C * bf, "bf16");
     shared.rstd2 = plan.add(Arena::Workspace, "rstd2 (recomputed)", N * f4, "fp32");
@@ -159,17 +171,31 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
     b.h = cheap ? m.i_h_scratch : plan.add(Arena::Activations, p + "swiglu", N * F * bf, "bf16");
     m.idx.push_back(b);
   }
-  m.i_x_final = plan.add(Arena::Activations, "final x", N * C * bf, "bf16");
-  m.i_ln_f = plan.add(Arena::Activations, "final norm", N * C * bf, "bf16");
+  // Under Recompute::layer, buffers whose lifetimes fall between the recompute buffers' uses
+  // take those buffers instead of their own:
+  //  - the final x and norm (from the last layer's forward to the final norm's backward) take
+  //    the qkv/attention buffer;
+  //  - the attention projection's output is written into the SwiGLU buffer before swiglu out is,
+  //    and the MLP projection's into the gate_up buffer after swiglu has read it;
+  //  - d norm out (the LM head's and each half-layer's input gradient) takes the SwiGLU buffer,
+  //    whose contents (d swiglu, d attention) are dead when it is written.
+  const size_t attn_region_bytes = whole ? (size_t)N * (qkv_dim + c.q_dim()) * bf : 0;
+  const size_t gate_up_region_bytes = (size_t)N * 2 * F * bf, h_region_bytes = (size_t)N * F * bf;
+  m.final_in_recompute = whole && 2 * (size_t)N * C * bf <= attn_region_bytes;
+  m.scratch_in_recompute = whole && F >= C;
+  m.i_x_final = m.final_in_recompute ? shared.qkv : plan.add(Arena::Activations, "final x", N * C * bf, "bf16");
+  m.i_ln_f = m.final_in_recompute ? shared.qkv : plan.add(Arena::Activations, "final norm", N * C * bf, "bf16");
   m.i_rstd_f = plan.add(Arena::Activations, "final rstd", N * f4, "fp32");
   m.i_losses = plan.add(Arena::Activations, "losses", N * f4, "fp32");
   m.i_inputs = plan.add(Arena::Activations, "input tokens", N * sizeof(int), "int32");
   m.i_targets = plan.add(Arena::Activations, "targets", N * sizeof(int), "int32");
   // Backward scratch: reused by every layer.
+  // (The norms' backward adds into d residual: no buffer for their input gradient.)
   m.i_dx = plan.add(Arena::Workspace, "d residual", N * C * bf, "bf16");
-  m.i_dln = plan.add(Arena::Workspace, "d norm out", N * C * bf, "bf16");
-  m.i_dtmp = plan.add(Arena::Workspace, "d norm in", N * C * bf, "bf16");
-  m.i_proj = plan.add(Arena::Workspace, "projection out", N * C * bf, "bf16");
+  if (!m.scratch_in_recompute) {
+    m.i_dln = plan.add(Arena::Workspace, "d norm out", N * C * bf, "bf16");
+    m.i_proj = plan.add(Arena::Workspace, "projection out", N * C * bf, "bf16");
+  }
   // d swiglu and d gate_up take the buffers of swiglu out and gate_up, which the layer's backward
   // no longer needs once they are read (matmul computes dW before dinp; swiglu_backward runs in
   // place). Outlier calibration (Recompute::none only) still needs a scratch of d gate_up's size.
@@ -181,6 +207,22 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   m.d_in_mlp_buffers = c.q_dim() <= F && qkv_dim <= 2 * F;
   m.i_datt = m.d_in_mlp_buffers ? -1 : plan.add(Arena::Workspace, "d attention", N * c.q_dim() * bf, "bf16");
   m.i_dqkv = m.d_in_mlp_buffers ? -1 : plan.add(Arena::Workspace, "d qkv", N * qkv_dim * bf, "bf16");
+  // Streamed weight gradients (GradTargets::consume): one matrix at a time, so the workspace is
+  // the largest matrix, not the largest fused GEMM. Under Recompute::layer they go where the
+  // recompute buffers are free when each is written: the MLP's three into the qkv/attention
+  // buffer (a trained layer drops its recomputed attention for them and recomputes it after its
+  // MLP's backward: one more qkv GEMM and attention forward for each trained layer only), the
+  // attention projection's into the gate_up buffer before d qkv is written there, q's, k's and
+  // v's into the SwiGLU buffer after d attention is read. Between steps the qkv/attention buffer
+  // is the optimizer's scratch.
+  if (options.stream_matrix_gradients) {
+    const size_t largest = (size_t)streamed_gradient_floats(c) * f4;
+    m.gradients_in_recompute = m.scratch_in_recompute && m.d_in_mlp_buffers && largest <= attn_region_bytes &&
+                               (size_t)C * c.q_dim() * f4 <= gate_up_region_bytes &&
+                               (size_t)C * std::max(c.q_dim(), c.kv_dim()) * f4 <= h_region_bytes;
+    if (!m.gradients_in_recompute)
+      m.i_matrix_ws = plan.add(Arena::Workspace, "streamed weight gradient (largest matrix)", largest, "fp32");
+  }
   const int chunk = std::max(1, std::min<int>(options.lm_head_chunk_tokens, (int)N));
   m.opt.lm_head_chunk_tokens = chunk;
   m.lm_ws_bytes = lm_head_ce_workspace_bytes(chunk, V);
@@ -195,6 +237,8 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   m.i_enc_ws = plan.add(Arena::Workspace, "embedding backward sort", m.enc_ws_bytes, "int32");
   m.i_rms_scratch = plan.add(Arena::Workspace, "rmsnorm dweight partials", rmsnorm_backward_scratch_floats((int)N, C) * f4,
                              "fp32");
+  m.i_gemm_ws = plan.add(Arena::Workspace, "cuBLASLt workspace (every GEMM on the stream)", CachedGemm::kWorkspaceBytes,
+                         "bytes");
   m.i_attn_ws = plan.add(Arena::Workspace, "attention backward D",
                          attention_backward_workspace_bytes(options.max_batch, options.seq, c.n_heads), "fp32");
   // Weight upload/download goes through a fixed fp32 staging buffer, chunk by chunk of the
@@ -238,27 +282,34 @@ size_t GpuModel::pinned_host_bytes() const {
 
 void GpuModel::bind(const MemoryPlan& plan) {
   Impl& m = *impl_;
-  m.matmul = std::make_unique<Matmul>();
+  m.matmul = std::make_unique<Matmul>(plan.ptr(m.i_gemm_ws));
+  m.gemm_ws = plan.ptr(m.i_gemm_ws);
   m.weights = plan.as<bf16>(m.i_weights);
   for (size_t l = 0; l < m.idx.size(); l++) {
     const Impl::LayerBuffers& b = m.idx[l];
     bf16* x_in = m.offload ? plan.as<bf16>(m.i_input_ring) + (int64_t)(l % 2) * m.N * layout_.config.d_model
                            : plan.as<bf16>(b.x_in);
+    const bool whole = m.opt.recompute == Recompute::layer;
+    const int qkv_dim = layout_.config.q_dim() + 2 * layout_.config.kv_dim();
+    bf16* att = whole ? plan.as<bf16>(b.qkv) + (int64_t)m.N * qkv_dim : plan.as<bf16>(b.att);
     m.act.push_back(Impl::LayerPtrs{x_in, plan.as<bf16>(b.ln1), plan.as<bf16>(b.qkv),
-                                    plan.as<bf16>(b.att), plan.as<bf16>(b.x_mid), plan.as<bf16>(b.ln2),
+                                    att, plan.as<bf16>(b.x_mid), plan.as<bf16>(b.ln2),
                                     plan.as<bf16>(b.gate_up), plan.as<bf16>(b.h), plan.as<float>(b.rstd1),
                                     plan.as<float>(b.lse), plan.as<float>(b.rstd2)});
   }
   m.x_final = plan.as<bf16>(m.i_x_final);
-  m.ln_f = plan.as<bf16>(m.i_ln_f);
+  m.ln_f = m.final_in_recompute ? m.x_final + (int64_t)m.N * layout_.config.d_model : plan.as<bf16>(m.i_ln_f);
   m.rstd_f = plan.as<float>(m.i_rstd_f);
   m.losses = plan.as<float>(m.i_losses);
   m.inputs = plan.as<int>(m.i_inputs);
   m.targets = plan.as<int>(m.i_targets);
   m.dx = plan.as<bf16>(m.i_dx);
-  m.dln = plan.as<bf16>(m.i_dln);
-  m.dtmp = plan.as<bf16>(m.i_dtmp);
-  m.proj = plan.as<bf16>(m.i_proj);
+  // Recompute::layer shares one gate_up and one SwiGLU buffer among the layers (act[0]'s).
+  m.dln = m.scratch_in_recompute ? m.act[0].h : plan.as<bf16>(m.i_dln);
+  m.attn_proj = m.scratch_in_recompute ? m.act[0].h : plan.as<bf16>(m.i_proj);
+  m.mlp_proj = m.scratch_in_recompute ? m.act[0].gate_up : plan.as<bf16>(m.i_proj);
+  if (m.gradients_in_recompute) m.matrix_ws = reinterpret_cast<float*>(m.act[0].qkv);
+  else if (m.i_matrix_ws >= 0) m.matrix_ws = plan.as<float>(m.i_matrix_ws);
   if (m.i_energy_partials >= 0) m.energy_partials = plan.as<bf16>(m.i_energy_partials);
   m.datt = m.d_in_mlp_buffers ? nullptr : plan.as<bf16>(m.i_datt);
   m.dqkv = m.d_in_mlp_buffers ? nullptr : plan.as<bf16>(m.i_dqkv);
@@ -274,6 +325,8 @@ void GpuModel::bind(const MemoryPlan& plan) {
 cudaStream_t GpuModel::stream() const { return impl_->stream; }
 const std::vector<float>& GpuModel::last_token_losses() const { return impl_->losses_host; }
 void* GpuModel::weights_device() { return impl_->weights; }
+float* GpuModel::matrix_workspace() { return impl_->matrix_ws; }
+void* GpuModel::gemm_workspace() { return impl_->gemm_ws; }
 
 void GpuModel::upload_weights(const float* host) {
   Impl& m = *impl_;
@@ -299,21 +352,29 @@ void GpuModel::download_weights(float* host) const {
 
 namespace {
 
+// Layer l's attention from ln1 = rmsnorm(x_in): qkv (with RoPE), the attention output and lse.
+void forward_attention(GpuModel::Impl& m, int l, int B) {
+  const ModelConfig& c = m.layout.config;
+  const int T = m.opt.seq, N = B * T;
+  const int Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, qkv_dim = c.q_dim() + 2 * c.kv_dim();
+  GpuModel::Impl::LayerPtrs& a = m.act[l];
+  m.matmul->forward(a.qkv, a.ln1, m.w(m.layout.layers[l].wqkv), N, c.d_model, qkv_dim, m.stream);
+  rope_forward(a.qkv, a.qkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, m.stream);
+  attention_forward(a.att, a.lse, a.qkv, B, T, Hq, Hkv, hd, m.stream);
+}
+
 // Layer l from its input x_in and ln1 = rmsnorm(x_in) up to h = swiglu(ln2 Wgate_up^T): all of
 // the layer but its last projection and residual (the forward fuses those into the next norm).
 void forward_layer_body(GpuModel::Impl& m, int l, int B) {
   const ModelConfig& c = m.layout.config;
   const int T = m.opt.seq, N = B * T, C = c.d_model, F = c.ffn;
-  const int Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, qkv_dim = c.q_dim() + 2 * c.kv_dim();
   cudaStream_t s = m.stream;
   Matmul& mm = *m.matmul;
   const LayerOffsets& p = m.layout.layers[l];
   GpuModel::Impl::LayerPtrs& a = m.act[l];
-  mm.forward(a.qkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s);
-  rope_forward(a.qkv, a.qkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
-  attention_forward(a.att, a.lse, a.qkv, B, T, Hq, Hkv, hd, s);
-  mm.forward(m.proj, a.att, m.w(p.wo), N, c.q_dim(), C, s);
-  rmsnorm_residual_forward(a.x_mid, a.ln2, a.rstd2, a.x_in, m.proj, m.w(p.mlp_norm), N, C, c.norm_eps, s);
+  forward_attention(m, l, B);
+  mm.forward(m.attn_proj, a.att, m.w(p.wo), N, c.q_dim(), C, s);
+  rmsnorm_residual_forward(a.x_mid, a.ln2, a.rstd2, a.x_in, m.attn_proj, m.w(p.mlp_norm), N, C, c.norm_eps, s);
   mm.forward(a.gate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s);
   swiglu_forward(a.h, a.gate_up, N, F, s);
 }
@@ -355,15 +416,15 @@ void forward_layers(GpuModel::Impl& m, int B, bool keep_inputs) {
     const LayerOffsets& p = m.layout.layers[l];
     GpuModel::Impl::LayerPtrs& a = m.act[l];
     forward_layer_body(m, l, B);
-    mm.forward(m.proj, a.h, m.w(p.wdown), N, F, C, s);
+    mm.forward(m.mlp_proj, a.h, m.w(p.wdown), N, F, C, s);
     if (l + 1 < c.n_layers) {
       GpuModel::Impl::LayerPtrs& next = m.act[l + 1];
       wait_for_input_slot(m, l + 1);
-      rmsnorm_residual_forward(next.x_in, next.ln1, next.rstd1, a.x_mid, m.proj, m.w(m.layout.layers[l + 1].attn_norm),
+      rmsnorm_residual_forward(next.x_in, next.ln1, next.rstd1, a.x_mid, m.mlp_proj, m.w(m.layout.layers[l + 1].attn_norm),
                                N, C, c.norm_eps, s);
       if (offload) copy_input(m, l + 1, N, cudaMemcpyDeviceToHost);
     } else {
-      rmsnorm_residual_forward(m.x_final, m.ln_f, m.rstd_f, a.x_mid, m.proj, m.w(m.layout.final_norm), N, C, c.norm_eps,
+      rmsnorm_residual_forward(m.x_final, m.ln_f, m.rstd_f, a.x_mid, m.mlp_proj, m.w(m.layout.final_norm), N, C, c.norm_eps,
                                s);
     }
   }
@@ -452,6 +513,8 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
   float* head_grad = c.tied_embeddings ? (mask.embedding ? g.embedding : nullptr) : (mask.head ? g.lm_head : nullptr);
   lm_head_ce_forward_backward(m.losses, m.dln, head_grad, m.lm_ws, m.lm_ws_bytes, m.ln_f, m.w(layout_.lm_head),
                               m.targets, loss_scale, N, C, V, m.opt.lm_head_chunk_tokens, mm, s);
+  // d residual accumulates every norm's input gradient, from zero.
+  CUDA_CHECK(cudaMemsetAsync(m.dx, 0, (size_t)N * C * sizeof(bf16), s));
   rmsnorm_backward(m.dx, mask.head ? g.final_norm : (float*)nullptr, m.rms_scratch, m.dln, m.x_final,
                    m.w(layout_.final_norm), m.rstd_f, N, C, s);
   // With a frozen embedding, nothing below the lowest trained layer needs a gradient.
@@ -464,6 +527,9 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
         break;
       }
   }
+  const bool streaming = static_cast<bool>(g.consume);
+  OWLORE_REQUIRE(!streaming || m.matrix_ws, "GPU model: streamed weight gradients need a model planned with "
+                                            "GpuModelOptions::stream_matrix_gradients");
   for (int l = c.n_layers - 1; l >= lowest; l--) {
     NvtxRange layer_range(("backward layer " + std::to_string(l)).c_str());
     if (m.offload) {
@@ -474,22 +540,39 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     }
     const LayerOffsets& p = layout_.layers[l];
     const Impl::LayerPtrs& a = m.act[l];
-    const bool trains = mask.layers[l], streamed = trains && g.matrix_workspace != nullptr;
+    const bool trains = mask.layers[l], streamed = trains && streaming;
     float* lg = trains && !streamed ? g.layer[l] : nullptr;
-    OWLORE_REQUIRE(!trains || (streamed ? g.layer_norms.size() == (size_t)c.n_layers && g.layer_norms[l] && g.consume
-                                        : lg != nullptr),
+    OWLORE_REQUIRE(!trains || (streamed ? g.layer_norms.size() == (size_t)c.n_layers && g.layer_norms[l] : lg != nullptr),
                    "GPU model: layer ", l, " trains but has no gradient buffer");
-    // A matrix's gradient: its span of the layer's buffer (+=), or the streaming workspace (=),
-    // handed to consume() right after its GEMM; a norm's: the layer buffer or layer_norms[l].
-    auto grad = [&](int64_t offset) {
-      return !trains ? (float*)nullptr : streamed ? g.matrix_workspace : lg + (offset - p.begin);
-    };
     auto norm_grad = [&](int64_t offset) {
       return !trains ? (float*)nullptr : streamed ? g.layer_norms[l] + (offset == p.attn_norm ? 0 : C) : lg + (offset - p.begin);
     };
-    auto consumed = [&](int64_t offset, int64_t numel) {
-      if (streamed) g.consume(l, offset, numel);
+    // dinp = dout W for the weight at w_offset (fused: its matrices' rows back to back), after its
+    // weight gradient: into the layer's buffer (+=, one GEMM); or streamed, one GEMM per matrix
+    // (rows of each in `matrices`) into ws (=), handed to consume() before the next overwrites it;
+    // or none (frozen). The weight gradients are computed first, so dinp may be inp's buffer.
+    auto linear_backward = [&](bf16* dinp, const bf16* dout, const bf16* inp, int64_t w_offset, int IC, int OC,
+                               std::initializer_list<int> matrices, float* ws) {
+      if (streamed) {
+        int64_t first_row = 0;
+        for (int rows : matrices) {
+          mm.weight_gradient(ws, dout + first_row, OC, inp, N, IC, rows, /*accumulate=*/false, s);
+          g.consume(l, w_offset + first_row * IC, (int64_t)rows * IC, ws);
+          first_row += rows;
+        }
+        mm.backward(dinp, nullptr, dout, inp, m.w(w_offset), N, IC, OC, s);
+      } else if (trains) {
+        mm.backward(dinp, lg + (w_offset - p.begin), dout, inp, m.w(w_offset), N, IC, OC, s);
+      } else {
+        mm.backward(dinp, nullptr, dout, inp, m.w(w_offset), N, IC, OC, s);
+      }
     };
+    // Where streamed gradients go (see the constructor): with gradients_in_recompute the MLP's
+    // take the qkv/attention buffer, so this layer recomputes its attention after its MLP.
+    const bool attention_again = streamed && m.gradients_in_recompute;
+    float* ws_mlp = m.gradients_in_recompute ? reinterpret_cast<float*>(a.qkv) : m.matrix_ws;
+    float* ws_o = m.gradients_in_recompute ? reinterpret_cast<float*>(a.gate_up) : m.matrix_ws;
+    float* ws_qkv = m.gradients_in_recompute ? reinterpret_cast<float*>(a.h) : m.matrix_ws;
     const bool recompute = m.opt.recompute != Recompute::none;
     if (m.opt.recompute == Recompute::layer) {  // rerun the layer's forward from its kept input
       NvtxRange recompute_range("recompute layer");
@@ -500,25 +583,24 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
       rmsnorm_forward(a.ln2, m.rstd_scratch, a.x_mid, m.w(p.mlp_norm), N, C, c.norm_eps, s);
     }
     bf16 *dh = a.h, *dgate_up = a.gate_up;  // each gradient overwrites the activation it replaces
-    mm.backward(dh, grad(p.wdown), m.dx, a.h, m.w(p.wdown), N, F, C, s, !streamed);
-    consumed(p.wdown, (int64_t)C * F);
+    linear_backward(dh, m.dx, a.h, p.wdown, F, C, {C}, ws_mlp);
     swiglu_backward(dgate_up, dh, a.gate_up, N, F, s);
-    mm.backward(m.dln, grad(p.wgate_up), dgate_up, a.ln2, m.w(p.wgate_up), N, C, 2 * F, s, !streamed);
-    consumed(p.wgate_up, (int64_t)2 * F * C);
-    rmsnorm_backward(m.dtmp, norm_grad(p.mlp_norm), m.rms_scratch, m.dln, a.x_mid, m.w(p.mlp_norm), a.rstd2, N, C, s);
-    residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
+    linear_backward(m.dln, dgate_up, a.ln2, p.wgate_up, C, 2 * F, {F, F}, ws_mlp);
+    rmsnorm_backward(m.dx, norm_grad(p.mlp_norm), m.rms_scratch, m.dln, a.x_mid, m.w(p.mlp_norm), a.rstd2, N, C, s);
+    if (attention_again) {
+      NvtxRange recompute_range("recompute attention");
+      rmsnorm_forward(a.ln1, a.rstd1, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
+      forward_attention(m, l, B);
+    }
     // The MLP's buffers are free from here on: d attention and d qkv may take them.
     bf16* datt = m.d_in_mlp_buffers ? a.h : m.datt;
     bf16* dqkv = m.d_in_mlp_buffers ? a.gate_up : m.dqkv;
-    mm.backward(datt, grad(p.wo), m.dx, a.att, m.w(p.wo), N, c.q_dim(), C, s, !streamed);
-    consumed(p.wo, (int64_t)C * c.q_dim());
+    linear_backward(datt, m.dx, a.att, p.wo, c.q_dim(), C, {C}, ws_o);
     attention_backward(dqkv, datt, a.qkv, a.att, a.lse, B, T, Hq, Hkv, hd, m.attn_ws, s);
     rope_backward(dqkv, dqkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
-    if (recompute) rmsnorm_forward(a.ln1, m.rstd_scratch, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
-    mm.backward(m.dln, grad(p.wqkv), dqkv, a.ln1, m.w(p.wqkv), N, C, qkv_dim, s, !streamed);
-    consumed(p.wqkv, (int64_t)qkv_dim * C);
-    rmsnorm_backward(m.dtmp, norm_grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
-    residual_forward(m.dx, m.dx, m.dtmp, (int64_t)N * C, s);
+    if (recompute && !attention_again) rmsnorm_forward(a.ln1, m.rstd_scratch, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
+    linear_backward(m.dln, dqkv, a.ln1, p.wqkv, C, qkv_dim, {c.q_dim(), c.kv_dim(), c.kv_dim()}, ws_qkv);
+    rmsnorm_backward(m.dx, norm_grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
   }
   if (mask.embedding)
     encoder_backward(g.embedding, m.enc_ws, m.enc_ws_bytes, m.dx, m.inputs, N, C, V, s);

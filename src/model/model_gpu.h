@@ -28,15 +28,14 @@ struct GradTargets {
   float* final_norm = nullptr;  // (C)
   float* lm_head = nullptr;     // (V,C) untied head
   std::vector<float*> layer;    // per decoder layer, (layer_params) or nullptr
-  // Streamed matrix gradients (GaLore without gradient buffers, DESIGN.md §2). When
-  // matrix_workspace is set, a trained layer's weight-gradient GEMMs overwrite it one at a time
-  // (no layer[l] needed) and consume(layer, arena offset, numel) is called after each, before the
-  // next GEMM reuses the workspace: the span holds q,k,v (or gate, up) back to back, laid out as in
-  // the arena. The layer's two norm gradients (+=) go to layer_norms[l] (2C: attention norm, then
-  // MLP norm).
-  float* matrix_workspace = nullptr;  // (streamed_gradient_floats(config))
-  std::vector<float*> layer_norms;    // per decoder layer, (2C) or nullptr
-  std::function<void(int layer, int64_t offset, int64_t numel)> consume;
+  // Streamed matrix gradients (GaLore without gradient buffers, DESIGN.md §2). When consume is
+  // set, each trained matrix's weight gradient is written (=) into a workspace the model planned
+  // (GpuModelOptions::stream_matrix_gradients), one matrix at a time, and consume(layer, arena
+  // offset, numel, gradient) is called right after its GEMM, before the workspace is reused (in
+  // stream order: consume enqueues its reads on stream()). No layer[l] is needed; the layer's two
+  // norm gradients (+=) go to layer_norms[l] (2C: attention norm, then MLP norm).
+  std::vector<float*> layer_norms;  // per decoder layer, (2C) or nullptr
+  std::function<void(int layer, int64_t offset, int64_t numel, const float* gradient /*(numel)*/)> consume;
 };
 
 // What the forward keeps for the backward. none: every activation below, per layer. cheap: the
@@ -46,8 +45,7 @@ struct GradTargets {
 // reruns the layer's forward into one shared set of buffers (about one more forward in time).
 enum class Recompute { none, cheap, layer };
 
-// Floats of GradTargets::matrix_workspace: the largest weight-gradient GEMM of a layer (qkv·C,
-// 2F·C for gate and up, C·F, C·q).
+// Floats of the streamed-gradient workspace: the largest matrix of a layer (q·C, kv·C, F·C).
 int64_t streamed_gradient_floats(const ModelConfig& config);
 
 // Gradient targets laid out like the weight arena (grads has layout.total floats): every tensor
@@ -65,6 +63,11 @@ struct GpuModelOptions {
   // on the GPU instead of n_layers; the copies (N·C·2 bytes per layer each way) hide behind the
   // layers' GEMMs when the host link moves them faster than a layer computes.
   bool offload_layer_inputs = false;
+  // The caller streams the decoder matrices' weight gradients (GradTargets::consume): the model
+  // plans their workspace, inside the recompute buffers under Recompute::layer when they are
+  // large enough (trained layers then recompute their attention once more, after their MLP's
+  // backward), else a buffer of its own. matrix_workspace() is that space.
+  bool stream_matrix_gradients = false;
 };
 
 class GpuModel {
@@ -80,6 +83,12 @@ class GpuModel {
   void upload_weights(const float* host /*(layout.total)*/);
   void download_weights(float* host /*(layout.total)*/) const;
   void* weights_device();  // bf16 (layout.total)
+  // With stream_matrix_gradients: streamed_gradient_floats(config) floats of device scratch, free
+  // outside forward_backward and forward_loss (the GaLore optimizer step's back-projection).
+  float* matrix_workspace();
+  // The cuBLASLt workspace of the model's GEMMs (CachedGemm::kWorkspaceBytes, in the plan): other
+  // GEMMs ordered on stream() may share it (GaLore's).
+  void* gemm_workspace();
 
   // One training micro-batch: forward, loss, backward. Gradients (scaled by loss_scale) add
   // into grads; returns the summed loss over kept targets (synchronizes to read it).

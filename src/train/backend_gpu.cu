@@ -8,8 +8,9 @@
 // memory allocated once for the slots); their norms and the global tensors keep AdamW. A layer
 // joining a slot starts fresh: no projector, zero moments, step 0 (as the CPU backend).
 // Gradients under GaLore (DESIGN.md §2, "no gradient buffers"): by default a slot keeps no full
-// gradient. Each trained matrix's dW is written by the backward into one workspace sized for the
-// largest weight-gradient GEMM and consumed there at once: its squared norm is added to the clip
+// gradient. Each trained matrix's dW is written by the backward into the model's workspace for
+// one matrix (under --recompute layer, recompute buffers that are free at that moment) and
+// consumed there at once: its squared norm is added to the clip
 // norm, the projector is refreshed from it when due, and it is projected into the slot's R (fp32,
 // R's shape, small). The optimizer step scales R by the clip factor (projection is linear, so this
 // equals projecting the clipped gradient), runs Adam on it and back-projects through the same
@@ -45,7 +46,9 @@ class GpuBackend final : public TrainBackend {
                    "--state must be drop, keep or reset, got '", o.state_policy, "'");
     OWLORE_REQUIRE(cuda_available(), "--device cuda: no CUDA device is present (use --device cpu)");
     const ModelConfig& c = layout.config;
-    model_ = std::make_unique<GpuModel>(layout, model_options, plan_);
+    GpuModelOptions planned = model_options;
+    planned.stream_matrix_gradients = streaming_;
+    model_ = std::make_unique<GpuModel>(layout, planned, plan_);
     const int64_t V = c.vocab, C = c.d_model;
     const size_t moment_bytes = o.moments == "fp32" ? 4 : 2;
     const int64_t layer_params = c.layer_params();
@@ -141,10 +144,10 @@ class GpuBackend final : public TrainBackend {
     grad_targets_.layer_norms.assign(c.n_layers, nullptr);
     for (int l = 0; l < c.n_layers; l++)
       if (slot_of_layer_[l] >= 0) (streaming_ ? grad_targets_.layer_norms : grad_targets_.layer)[l] = slot_grads(slot_of_layer_[l]);
-    if (streaming_) {
-      grad_targets_.matrix_workspace = plan_.as<float>(i_matrix_grad_);
-      grad_targets_.consume = [this](int layer, int64_t offset, int64_t numel) { consume_matrices(layer, offset, numel); };
-    }
+    if (streaming_)
+      grad_targets_.consume = [this](int layer, int64_t offset, int64_t numel, const float* gradient) {
+        consume_matrices(layer, offset, numel, gradient);
+      };
   }
 
   double forward_backward(const int32_t* inputs, const int32_t* targets, int B, int T, float loss_scale) override {
@@ -192,8 +195,8 @@ class GpuBackend final : public TrainBackend {
       const uint32_t seed = (uint32_t)(options_.seed * 2654435761u) ^ (uint32_t)(index * 0x9E3779B9u);
       if (is_galore(t)) {
         GaloreGpuMatrix& state = galore_state(t, index);
-        if (streaming_) {  // R was projected during the backward; the matrix workspace serves as U
-          galore_->apply_projected(weights + t.offset, plan_.as<float>(i_matrix_grad_), projected(t, index), clip_scale,
+        if (streaming_) {  // R was projected during the backward; the model's matrix workspace serves as U
+          galore_->apply_projected(weights + t.offset, model_->matrix_workspace(), projected(t, index), clip_scale,
                                    state, lr, seed);
           return;
         }
@@ -338,15 +341,13 @@ class GpuBackend final : public TrainBackend {
                                     std::to_string(galore_config_.rank) + ")",
                                 (size_t)n_slots_ * galore_slot_floats_ * 4, "fp32");
     if (streaming_) {
-      // R of every matrix of every slot, their squared norms' sum (cleared with the gradients), and
-      // one workspace for the largest weight-gradient GEMM (it also serves as U in the optimizer
-      // step).
+      // R of every matrix of every slot and their squared norms' sum (cleared with the gradients).
+      // The gradients themselves pass through the model's matrix workspace (it also serves as U in
+      // the optimizer step).
       i_projected_ = plan_.add(Arena::Gradients,
                                "GaLore R, projected gradients (" + std::to_string(n_slots_) + " slots)",
                                (size_t)n_slots_ * galore_slot_r_floats_ * 4, "fp32");
       i_streamed_norm_ = plan_.add(Arena::Gradients, "streamed gradients' sum of squares", 4, "fp32");
-      i_matrix_grad_ = plan_.add(Arena::Workspace, "streamed weight gradient (largest GEMM)",
-                                 streamed_gradient_floats(layout.config) * 4, "fp32");
     }
     i_galore_workspace_ = plan_.add(Arena::Workspace,
                                     std::string("GaLore refresh (") +
@@ -357,7 +358,7 @@ class GpuBackend final : public TrainBackend {
     // GaLore reads the gradients the backward writes: one stream for both, or they race.
     OWLORE_REQUIRE(model_->stream() != nullptr && galore_->stream() == model_->stream(),
                    "GaLore (GPU): the optimizer must run on the model's stream");
-    galore_->bind(plan_.ptr(i_galore_workspace_));
+    galore_->bind(plan_.ptr(i_galore_workspace_), model_->gemm_workspace());
     float* base = plan_.as<float>(i_galore_state_);
     for (int slot = 0; slot < n_slots_; slot++)
       for (int j = 0; j < galore_matrices_per_layer_; j++)
@@ -370,10 +371,9 @@ class GpuBackend final : public TrainBackend {
            galore_r_offsets_[matrix_ordinal_[index]];
   }
   // The backward's hand-off of one weight-gradient GEMM of layer l (streamed gradients): the
-  // matrices in [offset, offset + numel) of the arena lie in the workspace in arena order.
-  void consume_matrices(int l, int64_t offset, int64_t numel) {
+  // matrices in [offset, offset + numel) of the arena lie in span in arena order.
+  void consume_matrices(int l, int64_t offset, int64_t numel, const float* span) {
     const cudaStream_t s = model_->stream();
-    const float* span = plan_.as<float>(i_matrix_grad_);
     float* scratch = plan_.as<float>(i_scratch_) + 1;
     for (size_t i = 0; i < layout_.tensors.size(); i++) {
       const TensorSlot& t = layout_.tensors[i];
@@ -583,7 +583,7 @@ class GpuBackend final : public TrainBackend {
   int galore_matrices_per_layer_ = 0;
   std::vector<int> matrix_ordinal_;  // per layout tensor: which matrix of its layer, or -1
   std::vector<GaloreGpuMatrix> galore_states_;
-  int i_galore_state_ = -1, i_galore_workspace_ = -1, i_projected_ = -1, i_streamed_norm_ = -1, i_matrix_grad_ = -1;
+  int i_galore_state_ = -1, i_galore_workspace_ = -1, i_projected_ = -1, i_streamed_norm_ = -1;
   ProjectorReport projector_report_;  // refreshes of the last optimizer step
   ProjectorReport streamed_report_;   // refreshes during the backward, reported by the next step
 };

@@ -30,12 +30,12 @@ void encoder_backward_ref(Real* dwte /*(V,C) +=*/, const Real* dout /*(N,C)*/, c
 
 // ---- RMSNorm --------------------------------------------------------------------------
 // y = x * r * w with r = 1/sqrt(mean(x^2) + eps);  rstd saves r for the backward.
-// dx = r * (g*w) - r^3/C * x * sum(g*w*x);  dw += sum_n g * x * r
+// dx += r * (g*w) - r^3/C * x * sum(g*w*x);  dw += sum_n g * x * r  (dx: the residual stream's gradient)
 template <typename Real>
 void rmsnorm_forward_ref(Real* out /*(N,C)*/, Real* rstd /*(N)*/, const Real* inp /*(N,C)*/,
                          const Real* weight /*(C)*/, int N, int C, Real eps);
 template <typename Real>
-void rmsnorm_backward_ref(Real* dinp /*(N,C) =*/, Real* dweight /*(C) += or null*/, const Real* dout /*(N,C)*/,
+void rmsnorm_backward_ref(Real* dinp /*(N,C) +=*/, Real* dweight /*(C) += or null*/, const Real* dout /*(N,C)*/,
                           const Real* inp /*(N,C)*/, const Real* weight /*(C)*/, const Real* rstd /*(N)*/,
                           int N, int C);
 

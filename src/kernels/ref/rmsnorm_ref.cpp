@@ -27,7 +27,7 @@ void rmsnorm_backward_ref(Real* dinp, Real* dweight, const Real* dout, const Rea
     for (int c = 0; c < C; c++) dot += (double)g[c] * weight[c] * x[c];
     const Real coef = (Real)(dot / C) * r * r * r;
     for (int c = 0; c < C; c++) {
-      dinp[(int64_t)n * C + c] = r * g[c] * weight[c] - coef * x[c];
+      dinp[(int64_t)n * C + c] += r * g[c] * weight[c] - coef * x[c];
       if (dweight) dweight[c] += g[c] * x[c] * r;
     }
   }
