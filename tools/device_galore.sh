@@ -7,7 +7,8 @@
 # tests (GPU tests; TESTS narrows them), refresh (bench_refresh), 7b (7B lisa and owlore, layer inputs
 # offloaded and not), 7b-refresh (7B owlore re-sampling at step 7: a refresh on a warm step), lisa-more (7B LISA fp32
 # moments and frozen embeddings, SmolLM2 lisa/ows with and without frozen embeddings), 7b-kept (7B owlore without offload), peer-lisa, peer-owlore (the 7B peers),
-# small (SmolLM2 shapes and their peer).
+# small (SmolLM2 shapes and their peer), 7b-lisa and 7b-owlore (the offloaded LISA run, the three OwLore runs of 7b), probe (what the
+# device holds outside the memory plan: tools/probe_memory.cu, with cuBLAS workspace settings).
 set -u
 OUT=${OUT:-/tmp/owlore_out}; mkdir -p "$OUT/logs"
 trap 'tar -C $OUT -cf $OUT/logs.tar logs && rm -rf $OUT/logs' EXIT  # a call returns at most 8 files
@@ -52,9 +53,9 @@ PY
 common() { echo "--data data/tinyshakespeare/input.txt --device cuda --steps $STEPS --batch 16 --seq 512 --val-every 0 --val-batches 1 \
   --log-every 1000 --no-checkpoint --recompute ${RECOMPUTE:-layer}"; }
 run() {
-  local name=$1; shift
+  local name=$1 start=$SECONDS; shift
   timeout 240 $BIN/owlore train $(common) --out /tmp/$name "$@" > $OUT/logs/$name.log 2>&1
-  echo "$name rc=$?: $(grep -E '^done|error' $OUT/logs/$name.log | head -1)" | tee -a $S
+  echo "$name rc=$? ($((SECONDS - start)) s): $(grep -E '^done|error' $OUT/logs/$name.log | head -1)" | tee -a $S
   grep -E "^  (weights|optimizer state|gradients|activations|workspace|total|host) " $OUT/logs/$name.log | sed "s/^/  /" >> $S
   [ -f /tmp/$name/metrics.jsonl ] && summarize /tmp/$name/metrics.jsonl $name
 }
@@ -68,6 +69,20 @@ if has 7b; then  # the LLaMA-2-7B runs, with the layer inputs offloaded and (LIS
   run 7b-owlore-offload $ref7b $off
   run 7b-owlore-bf16-offload $ref7b --moments bf16 $off
   run 7b-owlore-frozen-emb-offload $ref7b --freeze-embeddings $off
+fi
+if has 7b-lisa; then  # LISA gamma 2, bf16 moments, layer inputs offloaded (its peer: peer-lisa)
+  run 7b-lisa-bf16-offload $lisa7b $off
+fi
+if has 7b-owlore; then  # the OwLore reference config's memory: fp32 and bf16 moments, frozen embeddings
+  run 7b-owlore-offload $ref7b $off
+  run 7b-owlore-bf16-offload $ref7b --moments bf16 $off
+  run 7b-owlore-frozen-emb-offload $ref7b --freeze-embeddings $off
+fi
+if has probe; then
+  for cfg in "" ":4096:1" ":0:0"; do
+    echo "probe_memory, CUBLAS_WORKSPACE_CONFIG='$cfg'" | tee -a $S
+    if [ -n "$cfg" ]; then CUBLAS_WORKSPACE_CONFIG=$cfg $BIN/probe_memory --stack 0; else $BIN/probe_memory --stack 0; fi 2>&1 | tail -12 | tee -a $S
+  done
 fi
 if has lisa-more; then  # LISA: fp32 moments and frozen embeddings at 7B; SmolLM2 lisa and ows, frozen or not
   run 7b-lisa-fp32-offload ${lisa7b/--moments bf16/--moments fp32} $off
