@@ -252,3 +252,67 @@ TEST(AdamwGpu, SumSquaresDeterministicMatchesTwin) {
     EXPECT_LE(std::fabs(d_scale.download()[0] - expected_scale) / expected_scale, 1e-5) << "clip_factor" << w;
   }
 }
+
+// A sparse gradient (rows of the tokens that occurred, encoder_backward_rows) steps every row as
+// the dense update with zero rows does: bit-identical weights and moments (the same math, the same
+// rounding bits by element index), fp32 and bf16 moments, vector (row 64) and scalar (row 45) paths.
+TEST(AdamwGpu, SparseRowsStepLikeTheDenseGradient) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  for (const int row_len : {64, 45}) {
+    const int n_rows = 37;
+    const int64_t n = (int64_t)n_rows * row_len;
+    const State s = random_state(n, 4000 + row_len, 4);
+    // rows 0, 3, 6, ... have a gradient, stored in reverse order; the others are zero
+    std::vector<float> dense(n, 0.0f), rows;
+    std::vector<int> row_of(n_rows, 0);
+    int stored = 0;
+    for (int r = n_rows - 1; r >= 0; r--)
+      if (r % 3 == 0) {
+        row_of[r] = 1 + stored++;
+        for (int c = 0; c < row_len; c++) rows.push_back(s.g[(int64_t)r * row_len + c]);
+        std::copy(s.g.begin() + (int64_t)r * row_len, s.g.begin() + (int64_t)(r + 1) * row_len,
+                  dense.begin() + (int64_t)r * row_len);
+      }
+    DeviceBuffer<float> d_dense(n), d_rows(rows.size());
+    DeviceBuffer<int> d_row_of(n_rows);
+    d_dense.upload(dense);
+    d_rows.upload(rows);
+    d_row_of.upload(row_of);
+    auto run = [&](auto moment_tag, bool sparse) {
+      using TM = decltype(moment_tag);
+      DeviceBuffer<bf16> d_p(n);
+      DeviceBuffer<TM> d_m(n), d_v(n);
+      upload_bf16(d_p, s.p);
+      if constexpr (sizeof(TM) == 2) {
+        upload_bf16(d_m, round_bf16(s.m));
+        upload_bf16(d_v, round_bf16(s.v));
+      } else {
+        d_m.upload(s.m);
+        d_v.upload(s.v);
+      }
+      if (sparse)
+        adamw_update_rows(d_p.ptr, d_m.ptr, d_v.ptr, nullptr, d_rows.ptr, d_row_of.ptr, row_len, n, kLr, kB1, kB2, kEpsAdam,
+                          kWd, 4, 0.8f, nullptr, 99u, 0);
+      else
+        adamw_update(d_p.ptr, d_m.ptr, d_v.ptr, nullptr, d_dense.ptr, n, kLr, kB1, kB2, kEpsAdam, kWd, 4, 0.8f, nullptr,
+                     99u, 0);
+      sync_and_check();
+      return std::make_tuple(d_p.download(), d_m.download(), d_v.download());
+    };
+    const std::string w = " row_len=" + std::to_string(row_len);
+    {
+      const auto [p1, m1, v1] = run(float{}, false);
+      const auto [p2, m2, v2] = run(float{}, true);
+      EXPECT_EQ(0, std::memcmp(p1.data(), p2.data(), n * sizeof(bf16))) << "fp32 moments: weights" << w;
+      EXPECT_EQ(m1, m2) << "fp32 m" << w;
+      EXPECT_EQ(v1, v2) << "fp32 v" << w;
+    }
+    {
+      const auto [p1, m1, v1] = run(bf16{}, false);
+      const auto [p2, m2, v2] = run(bf16{}, true);
+      EXPECT_EQ(0, std::memcmp(p1.data(), p2.data(), n * sizeof(bf16))) << "bf16 moments: weights" << w;
+      EXPECT_EQ(0, std::memcmp(m1.data(), m2.data(), n * sizeof(bf16))) << "bf16 m" << w;
+      EXPECT_EQ(0, std::memcmp(v1.data(), v2.data(), n * sizeof(bf16))) << "bf16 v" << w;
+    }
+  }
+}

@@ -2,6 +2,9 @@
 // dwte) within the bf16 bound, and bit-identical on a second run (deterministic, no atomics).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "kernel_test_util.h"
 #include "kernels/encoder.cuh"
 #include "kernels/ref/ops_ref.h"
@@ -89,5 +92,67 @@ TEST(EncoderGpu, BackwardMatchesTwinAndIsDeterministic) {
     encoder_backward(d_dwte32.ptr, d_ws.ptr, ws_bytes, d_dout.ptr, d_tok.ptr, s.N, s.C, s.V, 0);
     sync_and_check();
     EXPECT_REL_WITHIN(("encoder_backward fp32 dwte" + where).c_str(), rel_error(d_dwte32.download(), ref), 1e-5);
+  }
+}
+
+// The sparse form: two micro-batches (overlapping token sets) into rows and a row map, against the
+// dense fp32 gradient of both. The first batch's tokens take rows 0.. in token order, the second's
+// new tokens the next ones; every token with a gradient has exactly its dense row, the others none;
+// the row count is the number of distinct tokens. Bit-identical when repeated.
+TEST(EncoderGpu, SparseRowsMatchTheDenseGradient) {
+  OWLORE_SKIP_WITHOUT_GPU();
+  for (const Shape s : shapes()) {
+    const auto dout1 = round_bf16(random_vector((int64_t)s.N * s.C, 31 + s.N));
+    const auto dout2 = round_bf16(random_vector((int64_t)s.N * s.C, 32 + s.N));
+    const auto tokens1 = random_tokens(s.N, s.V, 33 + s.C), tokens2 = random_tokens(s.N, s.V, 34 + s.C);
+    std::vector<float> dense((int64_t)s.V * s.C, 0.0f);
+    encoder_backward_ref(dense.data(), dout1.data(), tokens1.data(), s.N, s.C, s.V);
+    encoder_backward_ref(dense.data(), dout2.data(), tokens2.data(), s.N, s.C, s.V);
+    const int capacity = std::min(s.V, 2 * s.N);
+    DeviceBuffer<bf16> d_dout1(dout1.size()), d_dout2(dout2.size());
+    DeviceBuffer<int> d_tok1(s.N), d_tok2(s.N), d_row_of(s.V + 1);
+    DeviceBuffer<float> d_rows((int64_t)capacity * s.C);
+    const size_t ws_bytes = encoder_backward_workspace_bytes(s.N, s.V);
+    DeviceBuffer<char> d_ws(ws_bytes);
+    upload_bf16(d_dout1, dout1);
+    upload_bf16(d_dout2, dout2);
+    d_tok1.upload(tokens1);
+    d_tok2.upload(tokens2);
+    const std::string where = " N=" + std::to_string(s.N) + " C=" + std::to_string(s.C) + " V=" + std::to_string(s.V);
+    std::vector<float> first_rows;
+    for (int run = 0; run < 2; run++) {
+      CUDA_CHECK(cudaMemset(d_rows.ptr, 0, (size_t)capacity * s.C * sizeof(float)));
+      CUDA_CHECK(cudaMemset(d_row_of.ptr, 0, (size_t)(s.V + 1) * sizeof(int)));
+      encoder_backward_rows(d_rows.ptr, d_row_of.ptr, d_ws.ptr, ws_bytes, d_dout1.ptr, d_tok1.ptr, s.N, s.C, s.V, 0);
+      encoder_backward_rows(d_rows.ptr, d_row_of.ptr, d_ws.ptr, ws_bytes, d_dout2.ptr, d_tok2.ptr, s.N, s.C, s.V, 0);
+      sync_and_check();
+      const auto rows = d_rows.download();
+      const auto row_of = d_row_of.download();
+      if (run == 1) {
+        EXPECT_EQ(0, std::memcmp(rows.data(), first_rows.data(), rows.size() * sizeof(float))) << "not bit-identical" << where;
+        continue;
+      }
+      first_rows = rows;
+      // expected rows: batch 1's distinct tokens in order, then batch 2's new ones in order
+      std::vector<int> expected_row(s.V, -1);
+      int next = 0;
+      for (const auto* tokens : {&tokens1, &tokens2}) {
+        std::vector<int> sorted = *tokens;
+        std::sort(sorted.begin(), sorted.end());
+        for (size_t i = 0; i < sorted.size(); i++)
+          if ((i == 0 || sorted[i] != sorted[i - 1]) && expected_row[sorted[i]] < 0) expected_row[sorted[i]] = next++;
+      }
+      ASSERT_EQ(row_of[s.V], next) << "rows in use" << where;
+      std::vector<float> scattered((int64_t)s.V * s.C, 0.0f);
+      int wrong_rows = 0;
+      for (int v = 0; v < s.V; v++) {
+        wrong_rows += row_of[v] != expected_row[v] + 1;
+        if (row_of[v] > 0)
+          std::copy(rows.begin() + (int64_t)(row_of[v] - 1) * s.C, rows.begin() + (int64_t)row_of[v] * s.C,
+                    scattered.begin() + (int64_t)v * s.C);
+      }
+      EXPECT_EQ(wrong_rows, 0) << "tokens with another row than token order gives" << where;
+      EXPECT_REL_WITHIN(("encoder_backward_rows" + where).c_str(), rel_error(scattered, dense), 1e-5);
+    }
   }
 }

@@ -11,6 +11,9 @@
 //    its round-to-nearest copy.
 //  - grad may be bf16 or fp32; grad_scale is a host float times, when grad_scale_device is not
 //    null, a device scalar (so the clip factor computed on the device needs no host sync).
+//  - adamw_update_rows takes a sparse gradient (encoder_backward_rows: rows of the tokens that
+//    occurred, and the map from a parameter row to its gradient row); every parameter row steps,
+//    those without a gradient row with g = 0, exactly as the dense update with zero rows.
 // Gradient norm: sum_squares writes sum(x^2) (fp32) with a fixed grid of per-block partials and a
 // second single-block pass over them in order: deterministic, no atomics. accumulate=true adds to
 // *out, so the global norm over many tensors is a sequence of calls on one stream.
@@ -87,10 +90,21 @@ static __device__ __forceinline__ TM store_moment(float x, uint32_t bits16) {
   else return x;
 }
 
+// grad_row_of (sparse gradients): parameter row i / row_len has its gradient in grad's row
+// grad_row_of[i / row_len] - 1, or none (0); null: grad is dense like param.
+template <typename TG>
+static __device__ __forceinline__ const TG* grad_element(const TG* grad, const int* grad_row_of, int row_len,
+                                                         int64_t i) {
+  if (!grad_row_of) return grad + i;
+  const int row = grad_row_of[i / row_len];
+  return row ? grad + (int64_t)(row - 1) * row_len + i % row_len : nullptr;
+}
+
 template <typename TG, typename TM, bool VEC>
 static __global__ void adamw_kernel(bf16* __restrict__ param, TM* __restrict__ m, TM* __restrict__ v,
                                     float* __restrict__ master, const TG* __restrict__ grad, int64_t n, Hyper h,
-                                    const float* __restrict__ grad_scale_device) {
+                                    const float* __restrict__ grad_scale_device, const int* __restrict__ grad_row_of,
+                                    int row_len) {
   const float scale = grad_scale_device ? h.grad_scale * *grad_scale_device : h.grad_scale;
   const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if constexpr (VEC) {
@@ -98,7 +112,11 @@ static __global__ void adamw_kernel(bf16* __restrict__ param, TM* __restrict__ m
     if (i0 >= n) return;
     const uint32_t key_p = sr_key(h.seed, h.step, i0, 0);
     float p[8], mm[8], vv[8], g[8];
-    load8(g, grad + i0);
+    const TG* g_at = grad_element(grad, grad_row_of, row_len, i0);  // a pack never straddles rows
+    if (g_at) load8(g, g_at);
+    else
+#pragma unroll
+      for (int j = 0; j < 8; j++) g[j] = 0.0f;
     load8(mm, m + i0);
     load8(vv, v + i0);
     if (master) load8(p, master + i0);
@@ -144,7 +162,8 @@ static __global__ void adamw_kernel(bf16* __restrict__ param, TM* __restrict__ m
     if (i >= n) return;
     float p = master ? master[i] : __bfloat162float(param[i]);
     float mm = load1(m + i), vv = load1(v + i);
-    adam_math(p, mm, vv, load1(grad + i), h, scale);
+    const TG* g_at = grad_element(grad, grad_row_of, row_len, i);
+    adam_math(p, mm, vv, g_at ? load1(g_at) : 0.0f, h, scale);
     param[i] = master ? __float2bfloat16_rn(p) : stochastic_round_bf16(p, sr_bits_weight(sr_key(h.seed, h.step, i, 0), i));
     if (master) master[i] = p;
     uint32_t r = 0;
@@ -198,6 +217,37 @@ static __global__ void clip_factor_kernel(float* __restrict__ scale, const float
   *scale = fminf(1.0f, max_norm / (norm + 1e-6f));
 }
 
+inline Hyper hyper(float lr, float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,
+                   uint32_t seed) {
+  Hyper h;
+  h.lr = lr;
+  h.beta1 = beta1;
+  h.beta2 = beta2;
+  h.eps = eps;
+  h.weight_decay = weight_decay;
+  h.bias1 = 1.0f - std::pow(beta1, (float)step);
+  h.bias2 = 1.0f - std::pow(beta2, (float)step);
+  h.grad_scale = grad_scale;
+  h.step = step;
+  h.seed = seed;
+  return h;
+}
+
+template <typename TG, typename TM>
+inline void launch(bf16* param, TM* m, TM* v, float* master, const TG* grad, int64_t n, const Hyper& h,
+                   const float* grad_scale_device, const int* grad_row_of, int row_len, cudaStream_t stream) {
+  const bool vec = n % 8 == 0 && is_aligned16(param) && is_aligned16(m) && is_aligned16(v) && is_aligned16(grad) &&
+                   (!master || is_aligned16(master)) && (!grad_row_of || row_len % 8 == 0);
+  const int threads = 256;
+  if (vec)
+    adamw_kernel<TG, TM, true><<<ceil_div(n / 8, threads), threads, 0, stream>>>(param, m, v, master, grad, n, h,
+                                                                               grad_scale_device, grad_row_of, row_len);
+  else
+    adamw_kernel<TG, TM, false><<<ceil_div(n, threads), threads, 0, stream>>>(param, m, v, master, grad, n, h,
+                                                                            grad_scale_device, grad_row_of, row_len);
+  CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace adamw_detail
 
 // One AdamW step on n parameters. TG (grad) and TM (moments) are bf16 or float.
@@ -211,27 +261,26 @@ inline void adamw_update(bf16* param /*(n)*/, TM* m /*(n)*/, TM* v /*(n)*/, floa
   KERNEL_REQUIRE(n > 0, "adamw_update", "n must be positive");
   KERNEL_REQUIRE(step >= 1, "adamw_update", "step counts from 1");
   KERNEL_REQUIRE(param && m && v && grad, "adamw_update", "null pointer");
-  adamw_detail::Hyper h;
-  h.lr = lr;
-  h.beta1 = beta1;
-  h.beta2 = beta2;
-  h.eps = eps;
-  h.weight_decay = weight_decay;
-  h.bias1 = 1.0f - std::pow(beta1, (float)step);
-  h.bias2 = 1.0f - std::pow(beta2, (float)step);
-  h.grad_scale = grad_scale;
-  h.step = step;
-  h.seed = seed;
-  const bool vec = n % 8 == 0 && is_aligned16(param) && is_aligned16(m) && is_aligned16(v) && is_aligned16(grad) &&
-                   (!master || is_aligned16(master));
-  const int threads = 256;
-  if (vec)
-    adamw_detail::adamw_kernel<TG, TM, true><<<ceil_div(n / 8, threads), threads, 0, stream>>>(
-        param, m, v, master, grad, n, h, grad_scale_device);
-  else
-    adamw_detail::adamw_kernel<TG, TM, false><<<ceil_div(n, threads), threads, 0, stream>>>(
-        param, m, v, master, grad, n, h, grad_scale_device);
-  CUDA_CHECK_LAUNCH();
+  adamw_detail::launch(param, m, v, master, grad, n,
+                       adamw_detail::hyper(lr, beta1, beta2, eps, weight_decay, step, grad_scale, seed),
+                       grad_scale_device, nullptr, 0, stream);
+}
+
+// The same step with a sparse gradient (see the file comment): param, m, v are (n / row_len,
+// row_len); grad_rows holds the gradient rows that exist, grad_row_of (n / row_len) maps each
+// parameter row to 1 + its gradient row, or 0 for none (g = 0).
+template <typename TM>
+inline void adamw_update_rows(bf16* param /*(n)*/, TM* m /*(n)*/, TM* v /*(n)*/, float* master /*(n) or null*/,
+                              const float* grad_rows /*(rows, row_len)*/, const int* grad_row_of /*(n / row_len)*/,
+                              int row_len, int64_t n, float lr, float beta1, float beta2, float eps,
+                              float weight_decay, int step, float grad_scale, const float* grad_scale_device /*(1) or null*/,
+                              uint32_t seed, cudaStream_t stream) {
+  NvtxRange range("adamw_update_rows");
+  KERNEL_REQUIRE(n > 0 && row_len > 0 && n % row_len == 0, "adamw_update_rows", "n must be a positive multiple of row_len");
+  KERNEL_REQUIRE(step >= 1, "adamw_update_rows", "step counts from 1");
+  KERNEL_REQUIRE(param && m && v && grad_rows && grad_row_of, "adamw_update_rows", "null pointer");
+  adamw_detail::launch(param, m, v, master, grad_rows, n, adamw_detail::hyper(lr, beta1, beta2, eps, weight_decay, step,
+                       grad_scale, seed), grad_scale_device, grad_row_of, row_len, stream);
 }
 
 // Floats of scratch sum_squares needs.

@@ -8,6 +8,12 @@
 // fp32 registers, and writes the row of dwte once. Frequent tokens make longer runs (serial in
 // the run, parallel over C); the sort costs a few small launches, which dominate at LLaMA sizes
 // (8192 tokens: ~8192 x C x 2 bytes of dout is only 9-67 MB).
+// Sparse form (encoder_backward_rows, for an untied embedding): the gradient lives only in the
+// rows of the tokens that occur, (capacity, C) instead of (V, C) — 8,192 x 4,096 floats instead of
+// 32,000 x 4,096 for LLaMA-2-7B at 16 x 512 tokens. row_of_token[v] is 1 + the row holding token
+// v's gradient, 0 when v has none (so a zeroed map is empty); row_of_token[V] counts the rows in
+// use. A call's new tokens take the next rows in token order (a scan over the sorted run heads in
+// one block): deterministic, and a second micro-batch adds into the rows the first one made.
 // Precision: bf16 in/out, fp32 accumulation. Vector path (16-byte loads) needs C % 8 == 0 and
 // 16-byte aligned pointers; any C works through the scalar path.
 // Measured (H200, 8192 tokens, docs/bench/kernels-h200-2026-11-28.md): forward 38 us at C=4096
@@ -47,14 +53,48 @@ static __global__ void iota_kernel(int* __restrict__ out, int N) {
   if (i < N) out[i] = i;
 }
 
+// Sparse form: gives every token of the sorted ids that has no row yet the next free row, in
+// token order. One block: each thread counts the new run heads of its contiguous share, a block
+// scan turns the counts into offsets, and the threads assign their heads in order.
+static __global__ void assign_rows_kernel(int* __restrict__ row_of_token /*(V+1): 1 + row, [V] = rows in use*/,
+                                          const int* __restrict__ sorted_tokens, int N, int V) {
+  __shared__ int offsets[1024];
+  const int per = (N + blockDim.x - 1) / blockDim.x;
+  const int begin = min(N, (int)threadIdx.x * per), end = min(N, begin + per);
+  auto is_new_head = [&](int i) {
+    const int t = sorted_tokens[i];
+    return (i == 0 || sorted_tokens[i - 1] != t) && row_of_token[t] == 0;
+  };
+  int count = 0;
+  for (int i = begin; i < end; i++) count += is_new_head(i);
+  offsets[threadIdx.x] = count;
+  __syncthreads();
+  for (int stride = 1; stride < (int)blockDim.x; stride *= 2) {  // inclusive scan (Hillis-Steele)
+    const int add = threadIdx.x >= (unsigned)stride ? offsets[threadIdx.x - stride] : 0;
+    __syncthreads();
+    offsets[threadIdx.x] += add;
+    __syncthreads();
+  }
+  const int rows_before = row_of_token[V];
+  int next = rows_before + offsets[threadIdx.x] - count;
+  // Each token has one head, so no two threads write the same entry, and a thread reads only
+  // entries of its own heads' tokens after the scan.
+  for (int i = begin; i < end; i++)
+    if (is_new_head(i)) row_of_token[sorted_tokens[i]] = 1 + next++;
+  __syncthreads();  // every thread has read row_of_token[V]
+  if (threadIdx.x == blockDim.x - 1) row_of_token[V] = rows_before + offsets[threadIdx.x];
+}
+
 // grid.x: sorted position i (only run heads work), grid.y: column block of blockDim.x*8 columns.
+// row_of_token null: token v's row of dwte is v; else 1 + row_of_token[v] (the sparse form).
 template <typename TW, bool VEC>
 static __global__ void encoder_backward_kernel(TW* __restrict__ dwte, const bf16* __restrict__ dout,
                                         const int* __restrict__ sorted_tokens, const int* __restrict__ sorted_pos,
-                                        int N, int C) {
+                                        const int* __restrict__ row_of_token, int N, int C) {
   const int i = blockIdx.x;
   const int token = sorted_tokens[i];
   if (i > 0 && sorted_tokens[i - 1] == token) return;  // not the head of a run
+  const int64_t row = row_of_token ? row_of_token[token] - 1 : token;
   const int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
   if (c0 >= C) return;
   float acc[8];
@@ -72,7 +112,7 @@ static __global__ void encoder_backward_kernel(TW* __restrict__ dwte, const bf16
         if (c0 + k < C) acc[k] += __bfloat162float(row[k]);
     }
   }
-  TW* dst = dwte + (int64_t)token * C + c0;
+  TW* dst = dwte + row * C + c0;
   if constexpr (VEC && sizeof(TW) == 2) {
     Pack128<bf16> w = load128(dst);
 #pragma unroll
@@ -107,7 +147,7 @@ inline int bits_for(int V) {
 }
 
 template <typename TW>
-inline void encoder_backward_impl(TW* dwte, void* workspace, size_t workspace_bytes, const bf16* dout,
+inline void encoder_backward_impl(TW* dwte, int* row_of_token, void* workspace, size_t workspace_bytes, const bf16* dout,
                                   const int* tokens, int N, int C, int V, cudaStream_t stream) {
   NvtxRange range("encoder_backward");
   KERNEL_REQUIRE(N > 0 && C > 0 && V > 0, "encoder_backward", "sizes must be positive");
@@ -128,13 +168,17 @@ inline void encoder_backward_impl(TW* dwte, void* workspace, size_t workspace_by
   CUDA_CHECK_LAUNCH();
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, tokens, sorted_tokens, pos_in, pos_out, N, 0,
                                              bits_for(V), stream));
+  if (row_of_token) {
+    assign_rows_kernel<<<1, 1024, 0, stream>>>(row_of_token, sorted_tokens, N, V);
+    CUDA_CHECK_LAUNCH();
+  }
   const bool vec = C % 8 == 0 && is_aligned16(dwte) && is_aligned16(dout);
   const int threads = std::min(128, ((ceil_div(C, 8) + 31) / 32) * 32);
   const dim3 grid(N, ceil_div(C, threads * 8));
   if (vec)
-    encoder_backward_kernel<TW, true><<<grid, threads, 0, stream>>>(dwte, dout, sorted_tokens, pos_out, N, C);
+    encoder_backward_kernel<TW, true><<<grid, threads, 0, stream>>>(dwte, dout, sorted_tokens, pos_out, row_of_token, N, C);
   else
-    encoder_backward_kernel<TW, false><<<grid, threads, 0, stream>>>(dwte, dout, sorted_tokens, pos_out, N, C);
+    encoder_backward_kernel<TW, false><<<grid, threads, 0, stream>>>(dwte, dout, sorted_tokens, pos_out, row_of_token, N, C);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -169,12 +213,22 @@ inline size_t encoder_backward_workspace_bytes(int N, int V) {
 inline void encoder_backward(bf16* dwte /*(V,C) +=*/, void* workspace /*encoder_backward_workspace_bytes*/,
                              size_t workspace_bytes, const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N,
                              int C, int V, cudaStream_t stream) {
-  encoder_detail::encoder_backward_impl(dwte, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+  encoder_detail::encoder_backward_impl(dwte, (int*)nullptr, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
 }
 inline void encoder_backward(float* dwte /*(V,C) +=*/, void* workspace /*encoder_backward_workspace_bytes*/,
                              size_t workspace_bytes, const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N,
                              int C, int V, cudaStream_t stream) {
-  encoder_detail::encoder_backward_impl(dwte, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+  encoder_detail::encoder_backward_impl(dwte, (int*)nullptr, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+}
+// The sparse form (see the file comment): rows += the gradients of the tokens' rows, new tokens
+// take rows first. The caller guarantees room: the rows in use plus this call's new tokens fit
+// in rows (at most N per call; a zeroed row_of_token and rows start a step).
+inline void encoder_backward_rows(float* rows /*(capacity,C) +=*/, int* row_of_token /*(V+1)*/,
+                                  void* workspace /*encoder_backward_workspace_bytes*/, size_t workspace_bytes,
+                                  const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N, int C, int V,
+                                  cudaStream_t stream) {
+  KERNEL_REQUIRE(row_of_token, "encoder_backward_rows", "null row map");
+  encoder_detail::encoder_backward_impl(rows, row_of_token, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
 }
 
 }  // namespace owlore

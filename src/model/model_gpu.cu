@@ -602,8 +602,13 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     linear_backward(m.dln, dqkv, a.ln1, p.wqkv, C, qkv_dim, {c.q_dim(), c.kv_dim(), c.kv_dim()}, ws_qkv);
     rmsnorm_backward(m.dx, norm_grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);
   }
-  if (mask.embedding)
+  if (mask.embedding && g.embedding_rows) {
+    OWLORE_REQUIRE(!c.tied_embeddings && g.embedding_row_of, "GPU model: a sparse embedding gradient needs an untied "
+                                                              "head and a row map");
+    encoder_backward_rows(g.embedding_rows, g.embedding_row_of, m.enc_ws, m.enc_ws_bytes, m.dx, m.inputs, N, C, V, s);
+  } else if (mask.embedding) {
     encoder_backward(g.embedding, m.enc_ws, m.enc_ws_bytes, m.dx, m.inputs, N, C, V, s);
+  }
   return sum_losses(m, targets, N, nullptr);
 }
 

@@ -25,6 +25,11 @@ namespace owlore {
 // GEMM. layer[l] points at a buffer laid out like layer l's span of the weight arena.
 struct GradTargets {
   float* embedding = nullptr;   // (V,C); receives the tied head's gradient too
+  // An untied embedding's gradient in sparse form instead (encoder_backward_rows): the rows of
+  // the step's tokens, and the map from a token to 1 + its row (0: none; entry V counts the rows).
+  // The caller clears both between steps and plans rows for every token of a step.
+  float* embedding_rows = nullptr;   // (capacity, C) +=
+  int* embedding_row_of = nullptr;   // (V + 1)
   float* final_norm = nullptr;  // (C)
   float* lm_head = nullptr;     // (V,C) untied head
   std::vector<float*> layer;    // per decoder layer, (layer_params) or nullptr

@@ -39,6 +39,9 @@ struct OptimizerOptions {
   // gradient. Exact for one micro-batch per step; the trainer turns it off under --grad-accum > 1,
   // where the clip norm needs the norm of the summed gradient, which only a buffer holds.
   bool stream_galore_gradients = true;
+  // Micro-batches per optimizer step (--grad-accum): the GPU sizes an untied embedding's sparse
+  // gradient for this many micro-batches of tokens.
+  int micro_batches_per_step = 1;
 };
 
 // GaLore projector refreshes done by the last optimizer step and the gradient energy their

@@ -56,8 +56,20 @@ class GpuBackend final : public TrainBackend {
     slot_moment_params_ = o.galore ? 2 * C : layer_params;
     // Global tensors (embedding, final norm, untied head) train for the whole run, or never
     // (--freeze-embeddings: no gradient, no moments).
+    // An untied embedding's gradient lives only in the rows of the step's tokens (sparse: at most
+    // micro-batches x tokens rows, with a token-to-row map), a tied one's everywhere (the head's
+    // gradient fills every row).
+    sparse_embedding_rows_ = c.tied_embeddings ? 0
+                                               : std::min<int64_t>(V, (int64_t)std::max(1, o.micro_batches_per_step) *
+                                                                          model_options.max_batch * model_options.seq);
+    if (sparse_embedding_rows_ >= V) sparse_embedding_rows_ = 0;  // as many rows as the vocabulary: dense
+    if (o.train_embeddings && sparse_embedding_rows_ > 0) {
+      i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding (rows of the step's tokens)",
+                                    sparse_embedding_rows_ * C * 4, "fp32");
+      i_embedding_row_of_ = plan_.add(Arena::Gradients, "embedding row map", (V + 1) * 4, "int32");
+    }
     if (o.train_embeddings) {
-      i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding", V * C * 4, "fp32");
+      if (i_grad_embedding_ < 0) i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding", V * C * 4, "fp32");
       i_grad_final_norm_ = plan_.add(Arena::Gradients, "final norm", C * 4, "fp32");
       if (!c.tied_embeddings) i_grad_head_ = plan_.add(Arena::Gradients, "lm head", V * C * 4, "fp32");
     }
@@ -137,7 +149,12 @@ class GpuBackend final : public TrainBackend {
     OWLORE_REQUIRE(options_.train_embeddings || (!mask.embedding && !mask.head),
                    "the embedding or head is asked to train, but the backend was built with them frozen");
     auto grad_or_null = [&](int index) { return index >= 0 ? plan_.as<float>(index) : nullptr; };
-    grad_targets_.embedding = grad_or_null(i_grad_embedding_);
+    if (i_embedding_row_of_ >= 0) {
+      grad_targets_.embedding_rows = grad_or_null(i_grad_embedding_);
+      grad_targets_.embedding_row_of = plan_.as<int>(i_embedding_row_of_);
+    } else {
+      grad_targets_.embedding = grad_or_null(i_grad_embedding_);
+    }
     grad_targets_.final_norm = grad_or_null(i_grad_final_norm_);
     grad_targets_.lm_head = grad_or_null(i_grad_head_);
     grad_targets_.layer.assign(c.n_layers, nullptr);
@@ -156,7 +173,12 @@ class GpuBackend final : public TrainBackend {
     // squared norms of what streams through: both exact for one micro-batch per step only.
     OWLORE_REQUIRE(!streaming_ || !backward_since_step_,
                    "streamed GaLore gradients take one micro-batch per optimizer step (--grad-accum 1)");
+    // The sparse embedding gradient has rows for the planned micro-batches' tokens only.
+    OWLORE_REQUIRE(i_embedding_row_of_ < 0 || micro_batches_since_step_ < std::max(1, options_.micro_batches_per_step),
+                   "more micro-batches in one step than planned (OptimizerOptions::micro_batches_per_step = ",
+                   options_.micro_batches_per_step, ")");
     backward_since_step_ = true;
+    micro_batches_since_step_++;
     return model_->forward_backward(inputs, targets, B, loss_scale, grad_targets_, mask_);
   }
   double forward_loss(const int32_t* inputs, const int32_t* targets, int B, int T, int64_t* kept) override {
@@ -175,7 +197,8 @@ class GpuBackend final : public TrainBackend {
     }
     for_each_trained([&](const TensorSlot& t, size_t, const float* grad, int64_t) {
       if (streaming_ && is_galore(t)) return;
-      sum_squares(total, scratch, grad, t.numel(), !first, s);
+      // A sparse embedding gradient's unused rows are zero: summing all of them adds nothing.
+      sum_squares(total, scratch, grad, sparse_embedding(t) ? sparse_embedding_rows_ * t.cols : t.numel(), !first, s);
       first = false;
     });
     float host = 0;
@@ -208,20 +231,25 @@ class GpuBackend final : public TrainBackend {
       }
       const int step = ++tensor_steps_[index];
       const float wd = t.is_matrix() ? options_.weight_decay : 0.0f;
-      if (options_.moments == "fp32") {
-        float* m = plan_.as<float>(moment_block(t)) + moment_offset;
-        adamw_update(weights + t.offset, m, m + moment_stride(t), (float*)nullptr, grad, t.numel(), lr, options_.beta1,
-                     options_.beta2, options_.eps, wd, step, clip_scale, nullptr, seed, s);
-      } else {
-        bf16* m = plan_.as<bf16>(moment_block(t)) + moment_offset;
-        adamw_update(weights + t.offset, m, m + moment_stride(t), (float*)nullptr, grad, t.numel(), lr, options_.beta1,
-                     options_.beta2, options_.eps, wd, step, clip_scale, nullptr, seed, s);
-      }
+      auto update = [&](auto* m) {
+        if (sparse_embedding(t))
+          adamw_update_rows(weights + t.offset, m, m + moment_stride(t), (float*)nullptr, grad,
+                            plan_.as<int>(i_embedding_row_of_), (int)t.cols, t.numel(), lr, options_.beta1,
+                            options_.beta2, options_.eps, wd, step, clip_scale, nullptr, seed, s);
+        else
+          adamw_update(weights + t.offset, m, m + moment_stride(t), (float*)nullptr, grad, t.numel(), lr,
+                       options_.beta1, options_.beta2, options_.eps, wd, step, clip_scale, nullptr, seed, s);
+      };
+      if (options_.moments == "fp32")
+        update(plan_.as<float>(moment_block(t)) + moment_offset);
+      else
+        update(plan_.as<bf16>(moment_block(t)) + moment_offset);
     });
     // Clear the gradients (and R) of what trains (the rest are untouched zeros).
     clear_gradients();
     CUDA_CHECK(cudaStreamSynchronize(s));
     backward_since_step_ = false;
+    micro_batches_since_step_ = 0;
   }
 
   void read_weights(std::vector<float>& out) override {
@@ -293,6 +321,7 @@ class GpuBackend final : public TrainBackend {
   }
 
  private:
+  bool sparse_embedding(const TensorSlot& t) const { return i_embedding_row_of_ >= 0 && t.offset == layout_.embedding; }
   float* slot_grads(int slot) const { return plan_.as<float>(i_slot_grads_) + (int64_t)slot * slot_grad_floats_; }
   float* streamed_sum_squares() const { return plan_.as<float>(i_streamed_norm_); }
   // Zeroes every gradient (and R, and the streamed sum of squares): the whole gradients arena.
@@ -563,6 +592,9 @@ class GpuBackend final : public TrainBackend {
   MemoryPlan plan_;
   std::unique_ptr<GpuModel> model_;
   int i_grad_embedding_ = -1, i_grad_final_norm_ = -1, i_grad_head_ = -1, i_slot_grads_ = -1;
+  int i_embedding_row_of_ = -1;        // the sparse embedding gradient's row map (untied, trained)
+  int64_t sparse_embedding_rows_ = 0;  // its rows (0: a dense embedding gradient)
+  int micro_batches_since_step_ = 0;
   int i_moments_global_ = -1, i_moments_slots_ = -1, i_scratch_ = -1;
   std::map<int64_t, int64_t> global_offset_;
   int64_t global_params_ = 0;

@@ -189,6 +189,7 @@ TrainResult run_training(const TrainOptions& o) {
   optim.seed = o.seed;
   optim.galore = o.method == "owlore" || o.method == "galore";
   optim.stream_galore_gradients = o.grad_accum == 1;
+  optim.micro_batches_per_step = o.grad_accum;
   optim.train_embeddings = !o.freeze_embeddings;
   optim.galore_config.rank = o.rank;
   optim.galore_config.proj_gap = o.proj_gap;
