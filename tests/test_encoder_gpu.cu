@@ -123,8 +123,10 @@ TEST(EncoderGpu, SparseRowsMatchTheDenseGradient) {
     for (int run = 0; run < 2; run++) {
       CUDA_CHECK(cudaMemset(d_rows.ptr, 0, (size_t)capacity * s.C * sizeof(float)));
       CUDA_CHECK(cudaMemset(d_row_of.ptr, 0, (size_t)(s.V + 1) * sizeof(int)));
-      encoder_backward_rows(d_rows.ptr, d_row_of.ptr, d_ws.ptr, ws_bytes, d_dout1.ptr, d_tok1.ptr, s.N, s.C, s.V, 0);
-      encoder_backward_rows(d_rows.ptr, d_row_of.ptr, d_ws.ptr, ws_bytes, d_dout2.ptr, d_tok2.ptr, s.N, s.C, s.V, 0);
+      encoder_backward_rows(d_rows.ptr, d_row_of.ptr, capacity, d_ws.ptr, ws_bytes, d_dout1.ptr, d_tok1.ptr, s.N, s.C,
+                            s.V, 0);
+      encoder_backward_rows(d_rows.ptr, d_row_of.ptr, capacity, d_ws.ptr, ws_bytes, d_dout2.ptr, d_tok2.ptr, s.N, s.C,
+                            s.V, 0);
       sync_and_check();
       const auto rows = d_rows.download();
       const auto row_of = d_row_of.download();
@@ -153,6 +155,24 @@ TEST(EncoderGpu, SparseRowsMatchTheDenseGradient) {
       }
       EXPECT_EQ(wrong_rows, 0) << "tokens with another row than token order gives" << where;
       EXPECT_REL_WITHIN(("encoder_backward_rows" + where).c_str(), rel_error(scattered, dense), 1e-5);
+      // Too few rows: the first token of the order gets the only one, the count says how many
+      // were needed, and nothing is written past the rows (the buffer's second row stays zero).
+      if (next > 1) {
+        CUDA_CHECK(cudaMemset(d_rows.ptr, 0, (size_t)capacity * s.C * sizeof(float)));
+        CUDA_CHECK(cudaMemset(d_row_of.ptr, 0, (size_t)(s.V + 1) * sizeof(int)));
+        encoder_backward_rows(d_rows.ptr, d_row_of.ptr, 1, d_ws.ptr, ws_bytes, d_dout1.ptr, d_tok1.ptr, s.N, s.C, s.V, 0);
+        encoder_backward_rows(d_rows.ptr, d_row_of.ptr, 1, d_ws.ptr, ws_bytes, d_dout2.ptr, d_tok2.ptr, s.N, s.C, s.V, 0);
+        sync_and_check();
+        const auto short_map = d_row_of.download();
+        const auto short_rows = d_rows.download();
+        EXPECT_EQ(short_map[s.V], next) << "rows needed" << where;
+        int with_row = 0;
+        for (int v = 0; v < s.V; v++) with_row += short_map[v] != 0;
+        EXPECT_EQ(with_row, 1) << where;
+        if (capacity > 1)
+          EXPECT_TRUE(std::all_of(short_rows.begin() + s.C, short_rows.begin() + 2 * s.C, [](float x) { return x == 0.0f; }))
+              << "written past the rows" << where;
+      }
     }
   }
 }

@@ -54,10 +54,12 @@ static __global__ void iota_kernel(int* __restrict__ out, int N) {
 }
 
 // Sparse form: gives every token of the sorted ids that has no row yet the next free row, in
-// token order. One block: each thread counts the new run heads of its contiguous share, a block
-// scan turns the counts into offsets, and the threads assign their heads in order.
+// token order; past `capacity` rows a token gets none (its gradient is dropped) while the count
+// goes on, so the caller sees the overflow in row_of_token[V] > capacity. One block: each thread
+// counts the new run heads of its contiguous share, a block scan turns the counts into offsets,
+// and the threads assign their heads in order.
 static __global__ void assign_rows_kernel(int* __restrict__ row_of_token /*(V+1): 1 + row, [V] = rows in use*/,
-                                          const int* __restrict__ sorted_tokens, int N, int V) {
+                                          const int* __restrict__ sorted_tokens, int N, int V, int capacity) {
   __shared__ int offsets[1024];
   const int per = (N + blockDim.x - 1) / blockDim.x;
   const int begin = min(N, (int)threadIdx.x * per), end = min(N, begin + per);
@@ -80,7 +82,10 @@ static __global__ void assign_rows_kernel(int* __restrict__ row_of_token /*(V+1)
   // Each token has one head, so no two threads write the same entry, and a thread reads only
   // entries of its own heads' tokens after the scan.
   for (int i = begin; i < end; i++)
-    if (is_new_head(i)) row_of_token[sorted_tokens[i]] = 1 + next++;
+    if (is_new_head(i)) {
+      if (next < capacity) row_of_token[sorted_tokens[i]] = 1 + next;
+      next++;
+    }
   __syncthreads();  // every thread has read row_of_token[V]
   if (threadIdx.x == blockDim.x - 1) row_of_token[V] = rows_before + offsets[threadIdx.x];
 }
@@ -95,6 +100,7 @@ static __global__ void encoder_backward_kernel(TW* __restrict__ dwte, const bf16
   const int token = sorted_tokens[i];
   if (i > 0 && sorted_tokens[i - 1] == token) return;  // not the head of a run
   const int64_t row = row_of_token ? row_of_token[token] - 1 : token;
+  if (row < 0) return;  // no row: the sparse form ran out of rows (see assign_rows_kernel)
   const int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
   if (c0 >= C) return;
   float acc[8];
@@ -147,8 +153,8 @@ inline int bits_for(int V) {
 }
 
 template <typename TW>
-inline void encoder_backward_impl(TW* dwte, int* row_of_token, void* workspace, size_t workspace_bytes, const bf16* dout,
-                                  const int* tokens, int N, int C, int V, cudaStream_t stream) {
+inline void encoder_backward_impl(TW* dwte, int* row_of_token, int capacity, void* workspace, size_t workspace_bytes,
+                                  const bf16* dout, const int* tokens, int N, int C, int V, cudaStream_t stream) {
   NvtxRange range("encoder_backward");
   KERNEL_REQUIRE(N > 0 && C > 0 && V > 0, "encoder_backward", "sizes must be positive");
   KERNEL_REQUIRE(dwte && dout && tokens && workspace, "encoder_backward", "null pointer");
@@ -169,7 +175,7 @@ inline void encoder_backward_impl(TW* dwte, int* row_of_token, void* workspace, 
   CUDA_CHECK(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, tokens, sorted_tokens, pos_in, pos_out, N, 0,
                                              bits_for(V), stream));
   if (row_of_token) {
-    assign_rows_kernel<<<1, 1024, 0, stream>>>(row_of_token, sorted_tokens, N, V);
+    assign_rows_kernel<<<1, 1024, 0, stream>>>(row_of_token, sorted_tokens, N, V, capacity);
     CUDA_CHECK_LAUNCH();
   }
   const bool vec = C % 8 == 0 && is_aligned16(dwte) && is_aligned16(dout);
@@ -213,22 +219,24 @@ inline size_t encoder_backward_workspace_bytes(int N, int V) {
 inline void encoder_backward(bf16* dwte /*(V,C) +=*/, void* workspace /*encoder_backward_workspace_bytes*/,
                              size_t workspace_bytes, const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N,
                              int C, int V, cudaStream_t stream) {
-  encoder_detail::encoder_backward_impl(dwte, (int*)nullptr, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+  encoder_detail::encoder_backward_impl(dwte, (int*)nullptr, 0, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
 }
 inline void encoder_backward(float* dwte /*(V,C) +=*/, void* workspace /*encoder_backward_workspace_bytes*/,
                              size_t workspace_bytes, const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N,
                              int C, int V, cudaStream_t stream) {
-  encoder_detail::encoder_backward_impl(dwte, (int*)nullptr, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+  encoder_detail::encoder_backward_impl(dwte, (int*)nullptr, 0, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
 }
 // The sparse form (see the file comment): rows += the gradients of the tokens' rows, new tokens
-// take rows first. The caller guarantees room: the rows in use plus this call's new tokens fit
-// in rows (at most N per call; a zeroed row_of_token and rows start a step).
-inline void encoder_backward_rows(float* rows /*(capacity,C) +=*/, int* row_of_token /*(V+1)*/,
+// take rows first (a zeroed row_of_token and rows start a step). The caller plans room for every
+// token of a step (at most N new rows per call); row_of_token[V] > capacity afterwards says it
+// did not, and which gradients were dropped.
+inline void encoder_backward_rows(float* rows /*(capacity,C) +=*/, int* row_of_token /*(V+1)*/, int capacity,
                                   void* workspace /*encoder_backward_workspace_bytes*/, size_t workspace_bytes,
                                   const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N, int C, int V,
                                   cudaStream_t stream) {
-  KERNEL_REQUIRE(row_of_token, "encoder_backward_rows", "null row map");
-  encoder_detail::encoder_backward_impl(rows, row_of_token, workspace, workspace_bytes, dout, tokens, N, C, V, stream);
+  KERNEL_REQUIRE(row_of_token && capacity > 0, "encoder_backward_rows", "null row map or no rows");
+  encoder_detail::encoder_backward_impl(rows, row_of_token, capacity, workspace, workspace_bytes, dout, tokens, N, C, V,
+                                        stream);
 }
 
 }  // namespace owlore

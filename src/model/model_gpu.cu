@@ -118,10 +118,11 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   OWLORE_REQUIRE(c.head_dim == 64 || c.head_dim == 128, "the GPU attention kernel supports head_dim 64 and 128; model '",
                  c.name, "' has ", c.head_dim, " (use --device cpu)");
   // The CUDA context reserves cudaLimitStackSize (1 KiB by default) of local memory for every
-  // thread the card can hold: 264 MiB on a 132-SM H100/H200. owlore's kernels use at most 80
-  // bytes of stack, and the driver grows the reservation at launch for any kernel that needs more
-  // (cuBLASLt's fp32 GEMMs: 128 bytes, 33 MiB). tools/probe_memory.cu measures it.
-  CUDA_CHECK(cudaDeviceSetLimit(cudaLimitStackSize, 0));
+  // thread the card can hold: 264 MiB on a 132-SM H100/H200. A run needs 128 bytes: owlore's
+  // kernels use at most 80, cuBLASLt's fp32 GEMMs (GaLore) 128 (tools/probe_memory.cu). Setting
+  // that here reserves it before the plan is allocated, rather than when the first such kernel
+  // launches mid-step; the driver still grows it for a kernel that needs more.
+  CUDA_CHECK(cudaDeviceSetLimit(cudaLimitStackSize, 128));
   const int64_t N = (int64_t)options.max_batch * options.seq;
   OWLORE_REQUIRE(N < (1ll << 31), "batch x seq = ", N, " tokens is too many for one micro-batch");
   m.N = (int)N;
@@ -605,7 +606,8 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
   if (mask.embedding && g.embedding_rows) {
     OWLORE_REQUIRE(!c.tied_embeddings && g.embedding_row_of, "GPU model: a sparse embedding gradient needs an untied "
                                                               "head and a row map");
-    encoder_backward_rows(g.embedding_rows, g.embedding_row_of, m.enc_ws, m.enc_ws_bytes, m.dx, m.inputs, N, C, V, s);
+    encoder_backward_rows(g.embedding_rows, g.embedding_row_of, g.embedding_row_capacity, m.enc_ws, m.enc_ws_bytes, m.dx,
+                          m.inputs, N, C, V, s);
   } else if (mask.embedding) {
     encoder_backward(g.embedding, m.enc_ws, m.enc_ws_bytes, m.dx, m.inputs, N, C, V, s);
   }

@@ -28,8 +28,9 @@ struct GradTargets {
   // An untied embedding's gradient in sparse form instead (encoder_backward_rows): the rows of
   // the step's tokens, and the map from a token to 1 + its row (0: none; entry V counts the rows).
   // The caller clears both between steps and plans rows for every token of a step.
-  float* embedding_rows = nullptr;   // (capacity, C) +=
+  float* embedding_rows = nullptr;   // (embedding_row_capacity, C) +=
   int* embedding_row_of = nullptr;   // (V + 1)
+  int embedding_row_capacity = 0;
   float* final_norm = nullptr;  // (C)
   float* lm_head = nullptr;     // (V,C) untied head
   std::vector<float*> layer;    // per decoder layer, (layer_params) or nullptr

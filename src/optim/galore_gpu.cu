@@ -91,7 +91,8 @@ GaloreGpu::GaloreGpu(const GaloreConfig& config, const std::vector<std::pair<int
   // A cuBLAS handle, and the one cuSOLVER creates inside its own, allocate cuBLAS's default
   // workspace unless CUBLAS_WORKSPACE_CONFIG says otherwise: cusolverDnCreate took 96 MiB on the
   // H200, 36 MiB with 4 MiB (tools/probe_memory.cu). The factorizations here work on panels of r
-  // columns, for which 4 MiB is ample. A setting of the user's is kept.
+  // columns, for which 4 MiB is ample. A setting of the user's is kept. The variable is read when
+  // a handle is created and is process-wide: handles created earlier in the process keep theirs.
   setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:1", /*overwrite=*/0);
   CUSOLVER_CHECK(cusolverDnCreate(&solver_));
   CUSOLVER_CHECK(cusolverDnSetStream(solver_, stream_));
@@ -388,6 +389,7 @@ double GaloreGpu::refresh(GaloreGpuMatrix& s, const float* G, Rng& rng) {
 
 void GaloreGpu::project(float* R, const float* G, const GaloreGpuMatrix& s, bool accumulate) {
   OWLORE_REQUIRE(s.has_projector, "GaLore (GPU): project called before the first projector refresh");
+  OWLORE_REQUIRE(gemm_ != nullptr, "GaLore (GPU): project called before bind()");
   galore_project(*gemm_, R, G, s.projector, s.rows, s.cols, s.rank, s.side == ProjectionSide::right, stream_,
                  accumulate);
 }

@@ -27,7 +27,7 @@ struct OptimizerOptions {
   // embedding, head and final norm keep their state for the whole run under every policy.
   std::string state_policy = "drop";
   // false (--freeze-embeddings): the embedding, final norm and head never train, so the GPU plans
-  // no gradient and no moments for them (2.6 GiB at 7B with fp32 moments).
+  // no gradient and no moments for them (2.6 GiB at 7B, 16 x 512 tokens, with fp32 moments).
   bool train_embeddings = true;
   uint64_t seed = 0;             // stochastic rounding of bf16 updates, randomized projectors
   // GaLore-Adam (DESIGN.md §1) for the 2-D matrices of trained decoder layers; AdamW for the rest.

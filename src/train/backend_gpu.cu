@@ -152,6 +152,7 @@ class GpuBackend final : public TrainBackend {
     if (i_embedding_row_of_ >= 0) {
       grad_targets_.embedding_rows = grad_or_null(i_grad_embedding_);
       grad_targets_.embedding_row_of = plan_.as<int>(i_embedding_row_of_);
+      grad_targets_.embedding_row_capacity = (int)sparse_embedding_rows_;
     } else {
       grad_targets_.embedding = grad_or_null(i_grad_embedding_);
     }
@@ -202,8 +203,14 @@ class GpuBackend final : public TrainBackend {
       first = false;
     });
     float host = 0;
+    int embedding_rows_used = 0;
     CUDA_CHECK(cudaMemcpyAsync(&host, total, sizeof(float), cudaMemcpyDeviceToHost, s));
+    if (i_embedding_row_of_ >= 0)
+      CUDA_CHECK(cudaMemcpyAsync(&embedding_rows_used, plan_.as<int>(i_embedding_row_of_) + layout_.config.vocab,
+                                 sizeof(int), cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
+    OWLORE_REQUIRE(embedding_rows_used <= sparse_embedding_rows_, "the sparse embedding gradient needed ",
+                   embedding_rows_used, " rows of the ", sparse_embedding_rows_, " planned (a bug: it plans one per token)");
     return first ? 0.0 : (double)host;
   }
 
