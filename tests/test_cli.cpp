@@ -38,6 +38,7 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
       {"train --preset tiny --device cuda --offload-activations --data " + kData,
        "--offload-activations needs --recompute layer"},
       {"train --preset tiny --offload-activations --recompute layer --data " + kData, "no meaning with --device cpu"},
+      {"train --preset tiny --recompute layer --data " + kData, "--recompute layer is a GPU option"},
       {"frobnicate", "frobnicate"},
   };
   for (const Case& c : cases) {

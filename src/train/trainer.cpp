@@ -66,6 +66,9 @@ void validate(const TrainOptions& o) {
   OWLORE_REQUIRE(!o.offload_activations || o.recompute == "layer",
                  "--offload-activations needs --recompute layer (only the layer inputs are offloaded), got --recompute ",
                  o.recompute);
+  OWLORE_REQUIRE(o.recompute == "none" || o.device == "cuda", "--recompute ", o.recompute,
+                 " is a GPU option (the CPU trainer keeps every activation); with --device ", o.device,
+                 " leave it at none");
   OWLORE_REQUIRE(o.state_policy == "drop" || o.state_policy == "keep" || o.state_policy == "reset",
                  "--state must be drop, keep or reset, got '", o.state_policy, "'");
   OWLORE_REQUIRE(o.stop_at >= 0, "--stop-at must be >= 0, got ", o.stop_at);
