@@ -55,7 +55,9 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   train->add_option("--seed", o.seed, "seed for initialization, data order and sampling")->capture_default_str();
   train->add_flag("--skip-bad-lines", o.skip_bad_lines, "JSONL data: skip (and report) malformed lines instead of stopping");
-  train->add_option("--moments", o.moments, "GPU Adam moments: fp32 or bf16")->capture_default_str();
+  train->add_option("--moments", o.moments,
+                    "GPU full-rank Adam moments (embedding, head, norms; the layers of full, lisa, ows): fp32 or "
+                    "bf16; GaLore's low-rank moments are fp32")->capture_default_str();
   train->add_option("--recompute", o.recompute, "GPU: none (keep every activation), cheap (recompute norms and SwiGLU) or layer (keep only each layer's input)")
       ->capture_default_str();
   train->add_flag("--offload-activations", o.offload_activations,
