@@ -286,12 +286,12 @@ void GpuModel::bind(const MemoryPlan& plan) {
   m.matmul = std::make_unique<Matmul>(plan.ptr(m.i_gemm_ws));
   m.gemm_ws = plan.ptr(m.i_gemm_ws);
   m.weights = plan.as<bf16>(m.i_weights);
+  const bool whole = m.opt.recompute == Recompute::layer;
+  const int qkv_dim = layout_.config.q_dim() + 2 * layout_.config.kv_dim();
   for (size_t l = 0; l < m.idx.size(); l++) {
     const Impl::LayerBuffers& b = m.idx[l];
     bf16* x_in = m.offload ? plan.as<bf16>(m.i_input_ring) + (int64_t)(l % 2) * m.N * layout_.config.d_model
                            : plan.as<bf16>(b.x_in);
-    const bool whole = m.opt.recompute == Recompute::layer;
-    const int qkv_dim = layout_.config.q_dim() + 2 * layout_.config.kv_dim();
     bf16* att = whole ? plan.as<bf16>(b.qkv) + (int64_t)m.N * qkv_dim : plan.as<bf16>(b.att);
     m.act.push_back(Impl::LayerPtrs{x_in, plan.as<bf16>(b.ln1), plan.as<bf16>(b.qkv),
                                     att, plan.as<bf16>(b.x_mid), plan.as<bf16>(b.ln2),

@@ -59,11 +59,10 @@ class GpuBackend final : public TrainBackend {
     // An untied embedding's gradient lives only in the rows of the step's tokens (sparse: at most
     // micro-batches x tokens rows, with a token-to-row map), a tied one's everywhere (the head's
     // gradient fills every row).
-    sparse_embedding_rows_ = c.tied_embeddings ? 0
-                                               : std::min<int64_t>(V, (int64_t)std::max(1, o.micro_batches_per_step) *
-                                                                          model_options.max_batch * model_options.seq);
-    if (sparse_embedding_rows_ >= V) sparse_embedding_rows_ = 0;  // as many rows as the vocabulary: dense
-    if (o.train_embeddings && sparse_embedding_rows_ > 0) {
+    const int64_t step_tokens =
+        (int64_t)std::max(1, o.micro_batches_per_step) * model_options.max_batch * model_options.seq;
+    if (o.train_embeddings && !c.tied_embeddings && step_tokens < V) {  // else as many rows as the vocabulary: dense
+      sparse_embedding_rows_ = step_tokens;
       i_grad_embedding_ = plan_.add(Arena::Gradients, "embedding (rows of the step's tokens)",
                                     sparse_embedding_rows_ * C * 4, "fp32");
       i_embedding_row_of_ = plan_.add(Arena::Gradients, "embedding row map", (V + 1) * 4, "int32");
@@ -172,13 +171,12 @@ class GpuBackend final : public TrainBackend {
     (void)T;
     // A refresh factorizes the gradient of the micro-batch it sees, and the clip norm adds the
     // squared norms of what streams through: both exact for one micro-batch per step only.
-    OWLORE_REQUIRE(!streaming_ || !backward_since_step_,
+    OWLORE_REQUIRE(!streaming_ || micro_batches_since_step_ == 0,
                    "streamed GaLore gradients take one micro-batch per optimizer step (--grad-accum 1)");
     // The sparse embedding gradient has rows for the planned micro-batches' tokens only.
     OWLORE_REQUIRE(i_embedding_row_of_ < 0 || micro_batches_since_step_ < std::max(1, options_.micro_batches_per_step),
                    "more micro-batches in one step than planned (OptimizerOptions::micro_batches_per_step = ",
                    options_.micro_batches_per_step, ")");
-    backward_since_step_ = true;
     micro_batches_since_step_++;
     return model_->forward_backward(inputs, targets, B, loss_scale, grad_targets_, mask_);
   }
@@ -255,7 +253,6 @@ class GpuBackend final : public TrainBackend {
     // Clear the gradients (and R) of what trains (the rest are untouched zeros).
     clear_gradients();
     CUDA_CHECK(cudaStreamSynchronize(s));
-    backward_since_step_ = false;
     micro_batches_since_step_ = 0;
   }
 
@@ -593,7 +590,6 @@ class GpuBackend final : public TrainBackend {
   OptimizerOptions options_;
   int n_slots_;
   bool streaming_;                  // GaLore matrices' gradients streamed (no slot gradient buffers)
-  bool backward_since_step_ = false;
   int64_t slot_grad_floats_ = 0;    // gradient floats per slot: the layer, or its two norms when streamed
   int64_t slot_moment_params_ = 0;  // full-rank Adam parameters per slot
   MemoryPlan plan_;
@@ -601,7 +597,7 @@ class GpuBackend final : public TrainBackend {
   int i_grad_embedding_ = -1, i_grad_final_norm_ = -1, i_grad_head_ = -1, i_slot_grads_ = -1;
   int i_embedding_row_of_ = -1;        // the sparse embedding gradient's row map (untied, trained)
   int64_t sparse_embedding_rows_ = 0;  // its rows (0: a dense embedding gradient)
-  int micro_batches_since_step_ = 0;
+  int micro_batches_since_step_ = 0;  // forward_backward calls since the last optimizer step
   int i_moments_global_ = -1, i_moments_slots_ = -1, i_scratch_ = -1;
   std::map<int64_t, int64_t> global_offset_;
   int64_t global_params_ = 0;
