@@ -155,8 +155,10 @@ TEST(EncoderGpu, SparseRowsMatchTheDenseGradient) {
       }
       EXPECT_EQ(wrong_rows, 0) << "tokens with another row than token order gives" << where;
       EXPECT_REL_WITHIN(("encoder_backward_rows" + where).c_str(), rel_error(scattered, dense), 1e-5);
-      // Too few rows: the first token of the order gets the only one, the count says how many
-      // were needed, and nothing is written past the rows (the buffer's second row stays zero).
+      // Too few rows: the first token of the order gets the only one, the others are marked -1
+      // (dropped), the count says how many rows were needed — each distinct token once, also when
+      // a dropped token of the first batch comes again in the second — and nothing is written past
+      // the rows (the buffer's second row stays zero).
       if (next > 1) {
         CUDA_CHECK(cudaMemset(d_rows.ptr, 0, (size_t)capacity * s.C * sizeof(float)));
         CUDA_CHECK(cudaMemset(d_row_of.ptr, 0, (size_t)(s.V + 1) * sizeof(int)));
@@ -166,9 +168,10 @@ TEST(EncoderGpu, SparseRowsMatchTheDenseGradient) {
         const auto short_map = d_row_of.download();
         const auto short_rows = d_rows.download();
         EXPECT_EQ(short_map[s.V], next) << "rows needed" << where;
-        int with_row = 0;
-        for (int v = 0; v < s.V; v++) with_row += short_map[v] != 0;
+        int with_row = 0, dropped = 0;
+        for (int v = 0; v < s.V; v++) with_row += short_map[v] > 0, dropped += short_map[v] == -1;
         EXPECT_EQ(with_row, 1) << where;
+        EXPECT_EQ(dropped, next - 1) << "tokens marked as dropped" << where;
         if (capacity > 1)
           EXPECT_TRUE(std::all_of(short_rows.begin() + s.C, short_rows.begin() + 2 * s.C, [](float x) { return x == 0.0f; }))
               << "written past the rows" << where;

@@ -91,13 +91,14 @@ static __device__ __forceinline__ TM store_moment(float x, uint32_t bits16) {
 }
 
 // grad_row_of (sparse gradients): parameter row i / row_len has its gradient in grad's row
-// grad_row_of[i / row_len] - 1, or none (0); null: grad is dense like param.
+// grad_row_of[i / row_len] - 1, or none (0, or -1: a row the sparse form could not give); null:
+// grad is dense like param.
 template <typename TG>
 static __device__ __forceinline__ const TG* grad_element(const TG* grad, const int* grad_row_of, int row_len,
                                                          int64_t i) {
   if (!grad_row_of) return grad + i;
   const int row = grad_row_of[i / row_len];
-  return row ? grad + (int64_t)(row - 1) * row_len + i % row_len : nullptr;
+  return row > 0 ? grad + (int64_t)(row - 1) * row_len + i % row_len : nullptr;
 }
 
 template <typename TG, typename TM, bool VEC>

@@ -11,8 +11,9 @@
 // Sparse form (encoder_backward_rows, for an untied embedding): the gradient lives only in the
 // rows of the tokens that occur, (capacity, C) instead of (V, C) — 8,192 x 4,096 floats instead of
 // 32,000 x 4,096 for LLaMA-2-7B at 16 x 512 tokens. row_of_token[v] is 1 + the row holding token
-// v's gradient, 0 when v has none (so a zeroed map is empty); row_of_token[V] counts the rows in
-// use. A call's new tokens take the next rows in token order (a scan over the sorted run heads in
+// v's gradient, 0 when v has none (so a zeroed map is empty), -1 when v needed a row past the
+// capacity (its gradient was dropped; marked so that a later call counts it once, not again);
+// row_of_token[V] counts the rows the step's tokens need, so > capacity says some were dropped. A call's new tokens take the next rows in token order (a scan over the sorted run heads in
 // one block): deterministic, and a second micro-batch adds into the rows the first one made.
 // Precision: bf16 in/out, fp32 accumulation. Vector path (16-byte loads) needs C % 8 == 0 and
 // 16-byte aligned pointers; any C works through the scalar path.
@@ -54,8 +55,9 @@ static __global__ void iota_kernel(int* __restrict__ out, int N) {
 }
 
 // Sparse form: gives every token of the sorted ids that has no row yet the next free row, in
-// token order; past `capacity` rows a token gets none (its gradient is dropped) while the count
-// goes on, so the caller sees the overflow in row_of_token[V] > capacity. One block: each thread
+// token order; past `capacity` rows a token gets none (marked -1, its gradient is dropped) while
+// the count goes on, so the caller sees the overflow in row_of_token[V] > capacity. A marked
+// token is not new in a later call: the count stays the number of distinct tokens. One block: each thread
 // counts the new run heads of its contiguous share, a block scan turns the counts into offsets,
 // and the threads assign their heads in order.
 static __global__ void assign_rows_kernel(int* __restrict__ row_of_token /*(V+1): 1 + row, [V] = rows in use*/,
@@ -83,7 +85,7 @@ static __global__ void assign_rows_kernel(int* __restrict__ row_of_token /*(V+1)
   // entries of its own heads' tokens after the scan.
   for (int i = begin; i < end; i++)
     if (is_new_head(i)) {
-      if (next < capacity) row_of_token[sorted_tokens[i]] = 1 + next;
+      row_of_token[sorted_tokens[i]] = next < capacity ? 1 + next : -1;
       next++;
     }
   __syncthreads();  // every thread has read row_of_token[V]
@@ -100,7 +102,7 @@ static __global__ void encoder_backward_kernel(TW* __restrict__ dwte, const bf16
   const int token = sorted_tokens[i];
   if (i > 0 && sorted_tokens[i - 1] == token) return;  // not the head of a run
   const int64_t row = row_of_token ? row_of_token[token] - 1 : token;
-  if (row < 0) return;  // no row: the sparse form ran out of rows (see assign_rows_kernel)
+  if (row < 0) return;  // no row (-1 - 1): the sparse form ran out of rows (see assign_rows_kernel)
   const int c0 = (blockIdx.y * blockDim.x + threadIdx.x) * 8;
   if (c0 >= C) return;
   float acc[8];
@@ -229,7 +231,7 @@ inline void encoder_backward(float* dwte /*(V,C) +=*/, void* workspace /*encoder
 // The sparse form (see the file comment): rows += the gradients of the tokens' rows, new tokens
 // take rows first (a zeroed row_of_token and rows start a step). The caller plans room for every
 // token of a step (at most N new rows per call); row_of_token[V] > capacity afterwards says it
-// did not, and which gradients were dropped.
+// did not, and the tokens marked -1 are those whose gradients were dropped.
 inline void encoder_backward_rows(float* rows /*(capacity,C) +=*/, int* row_of_token /*(V+1)*/, int capacity,
                                   void* workspace /*encoder_backward_workspace_bytes*/, size_t workspace_bytes,
                                   const bf16* dout /*(N,C)*/, const int* tokens /*(N)*/, int N, int C, int V,
