@@ -229,7 +229,7 @@ TEST(AdamwGpu, SumSquaresDeterministicMatchesTwin) {
     const auto x = round_bf16(random_vector(n, 5000 + n, 0.01f));
     const double ref = sum_squares_ref(x.data(), n);
     DeviceBuffer<bf16> d_x(n);
-    DeviceBuffer<float> d_x32(n), d_out(1), d_scratch(sum_squares_scratch_floats()), d_scale(1);
+    DeviceBuffer<float> d_x32(n), d_out(1), d_scratch(sum_squares_scratch_floats());
     upload_bf16(d_x, x);
     d_x32.upload(x);
     d_out.poison();
@@ -244,12 +244,9 @@ TEST(AdamwGpu, SumSquaresDeterministicMatchesTwin) {
     EXPECT_LE(std::fabs(a - ref) / ref, 1e-5) << "sum_squares bf16 " << a << " vs " << ref << w;
     // fp32 input, accumulated on top of the bf16 result: 2x
     sum_squares(d_out.ptr, d_scratch.ptr, d_x32.ptr, n, true, 0);
-    clip_factor(d_scale.ptr, d_out.ptr, 1e-3f, 0);
     sync_and_check();
     const float c = d_out.download()[0];
     EXPECT_LE(std::fabs(c - 2.0 * ref) / (2.0 * ref), 1e-5) << "sum_squares accumulate fp32 " << c << w;
-    const double expected_scale = std::min(1.0, 1e-3 / (std::sqrt(2.0 * ref) + 1e-6));
-    EXPECT_LE(std::fabs(d_scale.download()[0] - expected_scale) / expected_scale, 1e-5) << "clip_factor" << w;
   }
 }
 

@@ -1,5 +1,4 @@
-// GPU residual add, SwiGLU and RoPE vs their CPU twins. Baselines emulate PyTorch bf16:
-// residual a+b rounded once; SwiGLU F.silu(gate) (bf16) * up (bf16); RoPE as Hugging Face
+// GPU SwiGLU and RoPE vs their CPU twins. Baselines emulate PyTorch bf16: SwiGLU F.silu(gate) (bf16) * up (bf16); RoPE as Hugging Face
 // computes it in bf16 (cos/sin cast to bf16, q*cos and rotate_half(q)*sin each rounded, then the
 // sum rounded). Backward baselines: the twin's result rounded to bf16.
 #include <gtest/gtest.h>
@@ -8,43 +7,11 @@
 
 #include "kernel_test_util.h"
 #include "kernels/ref/ops_ref.h"
-#include "kernels/residual.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
 
 using namespace owlore;
 using namespace owlore::test;
-
-TEST(ResidualGpu, ForwardBackwardMatchTwin) {
-  OWLORE_SKIP_WITHOUT_GPU();
-  std::vector<int64_t> sizes = {1, 3, 17, 1000 * 45 + 3, 17 * 576};
-  if (!small_shapes_only()) sizes.push_back(64 * 4096);
-  for (const int64_t n : sizes) {
-    const auto a = round_bf16(random_vector(n, 1 + n)), b = round_bf16(random_vector(n, 2 + n, 0.3f));
-    std::vector<float> ref(n), da(n), db(n);
-    residual_forward_ref(ref.data(), a.data(), b.data(), n);
-    residual_backward_ref(da.data(), db.data(), a.data(), n);
-    DeviceBuffer<bf16> d_a(n), d_b(n), d_out(n), d_da(n), d_db(n);
-    upload_bf16(d_a, a);
-    upload_bf16(d_b, b);
-    d_out.poison();
-    residual_forward(d_out.ptr, d_a.ptr, d_b.ptr, n, 0);
-    d_da.poison();
-    d_db.poison();
-    residual_backward(d_da.ptr, d_db.ptr, d_a.ptr, n, 0);
-    sync_and_check();
-    const std::string w = " n=" + std::to_string(n);
-    EXPECT_REL_WITHIN(("residual_forward" + w).c_str(), rel_error(download_float(d_out), ref),
-                      bf16_bound(rounding_baseline(ref), 2.0));
-    EXPECT_EQ(rel_error(download_float(d_da), da), 0.0) << "residual_backward da" << w;
-    EXPECT_EQ(rel_error(download_float(d_db), db), 0.0) << "residual_backward db" << w;
-    // in place: out aliases a
-    residual_forward(d_a.ptr, d_a.ptr, d_b.ptr, n, 0);
-    sync_and_check();
-    EXPECT_REL_WITHIN(("residual_forward in place" + w).c_str(), rel_error(download_float(d_a), ref),
-                      bf16_bound(rounding_baseline(ref), 2.0));
-  }
-}
 
 TEST(SwigluGpu, ForwardBackwardMatchTwin) {
   OWLORE_SKIP_WITHOUT_GPU();

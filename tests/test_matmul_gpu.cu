@@ -9,6 +9,7 @@
 
 #include <cmath>
 
+#include "base/tokens.h"
 #include "kernel_test_util.h"
 #include "kernels/lm_head_ce.cuh"
 #include "kernels/matmul.cuh"

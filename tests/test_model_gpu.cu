@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "base/tokens.h"
 #include "gpu_test_util.h"
 #include "kernels/common.cuh"
 #include "kernels/ref/ops_ref.h"

@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "base/tokens.h"
 #include "base/rng.h"
 #include "kernels/ref/ops_ref.h"
 
@@ -96,19 +97,6 @@ TEST_P(RmsNormShapes, BackwardMatchesFiniteDifferences) {
 }
 INSTANTIATE_TEST_SUITE_P(OddShapes, RmsNormShapes,
                          ::testing::Values(std::make_pair(1, 1), std::make_pair(3, 17), std::make_pair(5, 45)));
-
-TEST(OpsCpu, ResidualBackwardMatchesFiniteDifferences) {
-  const int64_t n = 37;
-  auto a = randn(n, 8), b = randn(n, 9), R = randn(n, 10);
-  std::vector<double> out(n), da(n), db(n);
-  auto loss = [&] {
-    residual_forward_ref(out.data(), a.data(), b.data(), n);
-    return dot(out, R);
-  };
-  residual_backward_ref(da.data(), db.data(), R.data(), n);
-  EXPECT_LE(fd_error(a, da, loss), kFdBound);
-  EXPECT_LE(fd_error(b, db, loss), kFdBound);
-}
 
 TEST(OpsCpu, RopeBackwardMatchesFiniteDifferences) {
   // 3 rotated heads of 6 inside rows of 5 heads (the q|k|v packing), non-zero position offset.

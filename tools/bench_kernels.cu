@@ -19,7 +19,6 @@
 #include "kernels/encoder.cuh"
 #include "kernels/lm_head_ce.cuh"
 #include "kernels/matmul.cuh"
-#include "kernels/residual.cuh"
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
@@ -193,17 +192,6 @@ void bench_preset(const Preset& P, int N, Matmul& mm, cublasHandle_t cublas) {
     // the variant overwrites dinp (the kept kernel's form before it accumulated): one read less
     ms = time_ms([&](int s) { owlore_variant::rmsnorm_backward(res[s], dw, scratch2, b2[s], x[s], w, r[s], N, C, 0); }, S);
     row_bw(M, "rmsnorm_backward [variant: prefetch]", shape, ms, 3.0 * NC * 2 + 4.0 * N, finite(res[0], NC));
-    free_all();
-  }
-  // ---- residual
-  {
-    const double bytes = 3.0 * NC * 2;
-    const int S = sets_for(bytes);
-    std::vector<bf16*> a(S), b(S), o(S);
-    for (int s = 0; s < S; s++) a[s] = alloc_bf16(NC), b[s] = alloc_bf16(NC), o[s] = alloc_bf16(NC);
-    snprintf(shape, sizeof shape, "%dx%d", N, C);
-    double ms = time_ms([&](int s) { residual_forward(o[s], a[s], b[s], NC, 0); }, S);
-    row_bw(M, "residual_forward", shape, ms, bytes, finite(o[0], NC));
     free_all();
   }
   // ---- SwiGLU

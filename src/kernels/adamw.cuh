@@ -17,7 +17,6 @@
 // Gradient norm: sum_squares writes sum(x^2) (fp32) with a fixed grid of per-block partials and a
 // second single-block pass over them in order: deterministic, no atomics. accumulate=true adds to
 // *out, so the global norm over many tensors is a sequence of calls on one stream.
-// clip_factor: scale = min(1, max_norm / (sqrt(sum_sq) + 1e-6)) (torch.nn.utils.clip_grad_norm_).
 // Variant: one thread per 8 elements (16-byte bf16 loads, 2 x 16-byte fp32 loads); pure streaming.
 // Measured on H200 (one 7B layer, 202M params): fp32 moments 1.13 ms at 22 B/param (93% of copy
 // bandwidth), with fp32 master 96%, bf16 moments 80% (hashing-bound, see sr_key);
@@ -213,11 +212,6 @@ static __global__ void sum_squares_final_kernel(float* __restrict__ out, const f
   if (threadIdx.x == 0) *out = accumulate ? *out + acc : acc;
 }
 
-static __global__ void clip_factor_kernel(float* __restrict__ scale, const float* __restrict__ sum_sq, float max_norm) {
-  const float norm = sqrtf(*sum_sq);
-  *scale = fminf(1.0f, max_norm / (norm + 1e-6f));
-}
-
 inline Hyper hyper(float lr, float beta1, float beta2, float eps, float weight_decay, int step, float grad_scale,
                    uint32_t seed) {
   Hyper h;
@@ -302,12 +296,5 @@ inline void sum_squares(float* out /*(1)*/, float* scratch /*(sum_squares_scratc
   CUDA_CHECK_LAUNCH();
 }
 
-// *scale = min(1, max_norm / (sqrt(*sum_sq) + 1e-6)): the clip factor, left on the device.
-inline void clip_factor(float* scale /*(1)*/, const float* sum_sq /*(1)*/, float max_norm, cudaStream_t stream) {
-  NvtxRange range("clip_factor");
-  KERNEL_REQUIRE(scale && sum_sq && max_norm > 0.0f, "clip_factor", "null pointer or max_norm <= 0");
-  adamw_detail::clip_factor_kernel<<<1, 1, 0, stream>>>(scale, sum_sq, max_norm);
-  CUDA_CHECK_LAUNCH();
-}
 
 }  // namespace owlore

@@ -99,13 +99,6 @@ static __global__ void transpose_kernel(float* __restrict__ out, const float* __
 }
 
 // Column-major k×k: out = the upper triangle of in (zeros below the diagonal).
-static __global__ void upper_triangle_kernel(float* __restrict__ out, const float* __restrict__ in, int k, int ld_in) {
-  const int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (e >= (int64_t)k * k) return;
-  const int i = (int)(e % k), j = (int)(e / k);
-  out[e] = i <= j ? in[(int64_t)j * ld_in + i] : 0.0f;
-}
-
 // SplitMix64 (base/rng.h's Rng) seeked to its `draw`-th next_u64 (1-based) from `state`.
 __device__ __forceinline__ uint64_t splitmix64_at(uint64_t state, uint64_t draw) {
   uint64_t z = state + draw * 0x9E3779B97F4A7C15ull;
@@ -195,18 +188,6 @@ inline void transpose_f32(float* out /*(cols,ld_out)*/, const float* in /*(rows,
   const dim3 grid(ceil_div(cols, galore_detail::kTile), ceil_div(rows, galore_detail::kTile));
   galore_detail::transpose_kernel<<<grid, dim3(galore_detail::kTile, 8), 0, stream>>>(out, in, rows, cols, ld_in,
                                                                                       ld_out);
-  CUDA_CHECK_LAUNCH();
-}
-
-// Column-major out (k×k) = upper triangle of in (k×k block of a column-major matrix with ld_in):
-// the R of a geqrf result.
-inline void upper_triangle_f32(float* out /*(k,k) col-major*/, const float* in /*(ld_in,k) col-major*/, int k,
-                               int ld_in, cudaStream_t stream) {
-  NvtxRange range("upper_triangle_f32");
-  KERNEL_REQUIRE(k > 0 && ld_in >= k, "upper_triangle_f32", "bad sizes");
-  KERNEL_REQUIRE(out && in, "upper_triangle_f32", "null pointer");
-  const int threads = 256;
-  galore_detail::upper_triangle_kernel<<<ceil_div((int64_t)k * k, threads), threads, 0, stream>>>(out, in, k, ld_in);
   CUDA_CHECK_LAUNCH();
 }
 

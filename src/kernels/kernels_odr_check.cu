@@ -5,7 +5,6 @@
 #include "kernels/encoder.cuh"
 #include "kernels/lm_head_ce.cuh"
 #include "kernels/matmul.cuh"
-#include "kernels/residual.cuh"
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
@@ -16,7 +15,6 @@ int owlore_kernels_odr_check() {
   n += &encoder_forward != nullptr;
   n += &rmsnorm_forward != nullptr;
   n += &rmsnorm_residual_forward != nullptr;
-  n += &residual_forward != nullptr;
   n += &swiglu_forward != nullptr;
   n += &rope_forward != nullptr;
   n += &adamw_update<bf16, float> != nullptr;

@@ -17,8 +17,6 @@
 
 namespace owlore {
 
-constexpr int kIgnoreIndex = -100;
-
 // ---- token embedding ------------------------------------------------------------------
 // out[n,:] = wte[tokens[n],:];  dwte[tokens[n],:] += dout[n,:]  (in token order: deterministic)
 template <typename Real>
@@ -43,8 +41,6 @@ void rmsnorm_backward_ref(Real* dinp /*(N,C) +=*/, Real* dweight /*(C) += or nul
 // out = a + b;  da = dout, db = dout  (out may alias a or b)
 template <typename Real>
 void residual_forward_ref(Real* out /*(n)*/, const Real* a /*(n)*/, const Real* b /*(n)*/, int64_t n);
-template <typename Real>
-void residual_backward_ref(Real* da /*(n) =*/, Real* db /*(n) =*/, const Real* dout /*(n)*/, int64_t n);
 
 // ---- rotary position embedding (Hugging Face rotate-half convention) --------------------
 // For each of the first n_heads heads of every row (row_stride floats apart), with

@@ -7,18 +7,8 @@ void residual_forward_ref(Real* out, const Real* a, const Real* b, int64_t n) {
   for (int64_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-template <typename Real>
-void residual_backward_ref(Real* da, Real* db, const Real* dout, int64_t n) {
-  for (int64_t i = 0; i < n; i++) {
-    da[i] = dout[i];
-    db[i] = dout[i];
-  }
-}
-
 
 template void residual_forward_ref<float>(float* out , const float* a , const float* b , int64_t n);
 template void residual_forward_ref<double>(double* out , const double* a , const double* b , int64_t n);
-template void residual_backward_ref<float>(float* da , float* db , const float* dout , int64_t n);
-template void residual_backward_ref<double>(double* da , double* db , const double* dout , int64_t n);
 
 }  // namespace owlore
