@@ -162,14 +162,14 @@ TEST(Checkpoint, SaveLoadRoundTripF32AndBf16) {
     const ModelLayout layout(c);
     const std::vector<float> w = test::random_vector(layout.total, 21);
     TempDir dir;
-    save_hf_checkpoint(dir.path + "/ck", layout, w.data(), "f32");
+    save_hf_checkpoint(dir.path + "/ck", layout, w.data(), SaveDtype::f32);
     LoadedModel m = load_model(dir.path + "/ck");
     EXPECT_EQ(m.weights, w) << preset;
     EXPECT_EQ(m.config.tied_embeddings, c.tied_embeddings);
     EXPECT_EQ(m.config.head_dim, c.head_dim);
     EXPECT_EQ(m.source, dir.path + "/ck/model.safetensors");
 
-    save_hf_checkpoint(dir.path + "/ck", layout, w.data(), "bf16");  // overwrites in place
+    save_hf_checkpoint(dir.path + "/ck", layout, w.data(), SaveDtype::bf16);  // overwrites in place
     m = load_model(dir.path + "/ck/model.safetensors");
     ASSERT_EQ(m.weights.size(), w.size());
     for (size_t i = 0; i < w.size(); i++) ASSERT_EQ(m.weights[i], bf16_to_float(float_to_bf16(w[i]))) << i;
@@ -192,12 +192,12 @@ TEST(Checkpoint, CrashMidSaveLeavesPreviousFiles) {
   const ModelLayout layout(c);
   const std::vector<float> old_w = test::random_vector(layout.total, 1), new_w = test::random_vector(layout.total, 2);
   TempDir dir;
-  save_hf_checkpoint(dir.path, layout, old_w.data(), "f32");
+  save_hf_checkpoint(dir.path, layout, old_w.data(), SaveDtype::f32);
   const std::string old_config = read_file(dir.path + "/config.json");
   // Make the save fail after the weights are fully written (the config's temporary file cannot
   // be created), as a crash there would.
   fs::create_directory(dir.path + "/config.json.tmp." + std::to_string(getpid()));
-  EXPECT_THROW(save_hf_checkpoint(dir.path, layout, new_w.data(), "bf16"), Error);
+  EXPECT_THROW(save_hf_checkpoint(dir.path, layout, new_w.data(), SaveDtype::bf16), Error);
   fs::remove(dir.path + "/config.json.tmp." + std::to_string(getpid()));
   EXPECT_EQ(load_model(dir.path).weights, old_w);
   EXPECT_EQ(read_file(dir.path + "/config.json"), old_config);
@@ -336,7 +336,7 @@ TEST(Checkpoint, ModelInfoOnHfCheckpoint) {
   const ModelLayout layout(c);
   const std::vector<float> w = test::random_vector(layout.total, 7);
   TempDir dir;
-  save_hf_checkpoint(dir.path, layout, w.data(), "bf16");
+  save_hf_checkpoint(dir.path, layout, w.data(), SaveDtype::bf16);
   std::ostringstream out;
   print_model_info(dir.path, out);
   const std::string s = out.str();

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "base/tokens.h"
 #include "base/error.h"
 #include "kernels/ref/ops_ref.h"
 #include "model/model_cpu.h"

@@ -171,10 +171,7 @@ LoadedModel load_model(const std::string& path) {
        "model.safetensors.index.json or a .gguf file)");
 }
 
-void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights,
-                        const std::string& dtype) {
-  OWLORE_REQUIRE(dtype == "bf16" || dtype == "f32", "save_hf_checkpoint: dtype '", dtype,
-                 "' (expected bf16 or f32)");
+void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights, SaveDtype dtype) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   OWLORE_REQUIRE(!ec && fs::is_directory(dir), dir, ": cannot create checkpoint directory: ", ec.message());
@@ -184,9 +181,9 @@ void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const
   // Both files become durable under temporary names before either replaces its old version;
   // only the two renames remain between a complete old and a complete new checkpoint.
   AtomicFile weights_file(dir + "/model.safetensors");
-  write_safetensors(weights_file, tensors, dtype == "bf16" ? StDtype::BF16 : StDtype::F32, {{"format", "pt"}});
+  write_safetensors(weights_file, tensors, dtype == SaveDtype::bf16 ? StDtype::BF16 : StDtype::F32, {{"format", "pt"}});
   weights_file.sync();
-  const std::string config_text = hf_config_json(layout.config, dtype == "bf16" ? "bfloat16" : "float32");
+  const std::string config_text = hf_config_json(layout.config, dtype == SaveDtype::bf16 ? "bfloat16" : "float32");
   AtomicFile config_file(dir + "/config.json");
   config_file.write(config_text.data(), config_text.size());
   config_file.sync();

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "base/choices.h"
 #include "base/state_bundle.h"
 #include "model/config.h"
 #include "model/layout.h"
@@ -25,11 +26,13 @@ struct LoadedModel {
 // GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
 LoadedModel load_model(const std::string& path);
 
-// Writes dir/model.safetensors (dtype "bf16" or "f32"; bf16 rounds to nearest even) and
+// Writes dir/model.safetensors (bf16 rounds to nearest even, or f32) and
 // dir/config.json. Both are written to temporary files and fsynced before either is renamed into
 // place, so a crash mid-save leaves the previous files intact. Creates dir if needed.
-void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights,
-                        const std::string& dtype /*"bf16"|"f32"*/);
+enum class SaveDtype { bf16, f32 };
+inline constexpr ChoiceTable<SaveDtype, 2> kSaveDtypeChoices{{{"bf16", SaveDtype::bf16}, {"f32", SaveDtype::f32}}};
+inline const char* name(SaveDtype d) { return choice_name(kSaveDtypeChoices, d); }
+void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights, SaveDtype dtype);
 
 // The trainer state (StateBundle) as one safetensors file: fp32 tensors (1-D) and the JSON meta
 // under the metadata key "owlore_state". Written atomically.

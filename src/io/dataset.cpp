@@ -1,3 +1,4 @@
+#include "base/tokens.h"
 #include "io/dataset.h"
 
 #include <algorithm>
@@ -7,7 +8,6 @@
 
 #include "base/error.h"
 #include "base/rng.h"
-#include "kernels/ref/ops_ref.h"
 
 namespace owlore {
 

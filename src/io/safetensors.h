@@ -14,19 +14,15 @@
 #include <string>
 #include <vector>
 
+#include "base/atomic_file.h"
+#include "base/bf16.h"
+
 namespace owlore {
 
 // ---- half-precision conversion ----------------------------------------------------------------
 
 float f16_to_float(uint16_t h);
 uint16_t float_to_f16(float x);  // round to nearest even; overflow -> inf; NaN stays NaN
-inline float bf16_to_float(uint16_t h) {
-  uint32_t bits = (uint32_t)h << 16;
-  float x;
-  __builtin_memcpy(&x, &bits, 4);
-  return x;
-}
-uint16_t float_to_bf16(float x);  // round to nearest even; NaN stays NaN (quiet)
 
 // ---- resources --------------------------------------------------------------------------------
 
@@ -50,30 +46,6 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
-};
-
-// Writes `path` so that a crash at any point leaves either the old file or the complete new one:
-// bytes go to a temporary file beside it; commit() flushes, fsyncs, renames over `path` and
-// fsyncs the directory. Destroyed without commit() (an exception mid-write), the temporary file
-// is removed and `path` is untouched.
-class AtomicFile {
- public:
-  explicit AtomicFile(const std::string& path);
-  ~AtomicFile();
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-
-  void write(const void* data, size_t n);
-  // Flush + fsync the temporary file, but do not rename yet (lets several files be made durable
-  // before any of them replaces its old version).
-  void sync();
-  void commit();  // sync (if not yet) + rename + directory fsync
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_, temp_path_;
-  std::FILE* file_ = nullptr;
-  bool synced_ = false, committed_ = false;
 };
 
 // ---- reading ----------------------------------------------------------------------------------

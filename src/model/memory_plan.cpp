@@ -1,3 +1,4 @@
+#include "base/format.h"
 #include "model/memory_plan.h"
 
 #include <cuda_runtime.h>
@@ -27,16 +28,6 @@ const char* arena_name(Arena arena) {
   return "?";
 }
 
-std::string format_bytes(double bytes) {
-  char buf[32];
-  if (bytes >= 1024.0 * 1024 * 1024)
-    std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / (1024.0 * 1024 * 1024));
-  else if (bytes >= 1024.0 * 1024)
-    std::snprintf(buf, sizeof buf, "%.1f MiB", bytes / (1024.0 * 1024));
-  else
-    std::snprintf(buf, sizeof buf, "%.1f KiB", bytes / 1024.0);
-  return buf;
-}
 
 int MemoryPlan::add(Arena arena, const std::string& name, size_t bytes, const std::string& dtype) {
   OWLORE_REQUIRE(!allocated_, "memory plan: '", name, "' added after allocation");

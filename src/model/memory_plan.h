@@ -48,6 +48,4 @@ class MemoryPlan {
 // not move after the first step).
 int64_t device_allocation_count();
 
-std::string format_bytes(double bytes);
-
 }  // namespace owlore

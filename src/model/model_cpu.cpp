@@ -80,16 +80,7 @@ void CpuModel<Real>::backward(Real* g, const Real* w, const TrainMask& mask, Rea
   const int64_t N = (int64_t)B * T;
   // A tied head is the embedding matrix: it trains exactly when the embedding does.
   const bool train_head_matrix = cfg.tied_embeddings ? mask.embedding : mask.head;
-  // Below the lowest trained layer (with a frozen embedding) no gradient is needed at all.
-  int lowest_needed = 0;
-  if (!mask.embedding) {
-    lowest_needed = cfg.n_layers;
-    for (int l = 0; l < cfg.n_layers; l++)
-      if (mask.layers[l]) {
-        lowest_needed = l;
-        break;
-      }
-  }
+  const int lowest_needed = lowest_backward_layer(mask);
 
   std::vector<Real> dx(N * C), dln(N * C);  // dx: the residual stream's gradient, added to by each norm
   lm_head_ce_backward_ref(dln.data(), train_head_matrix ? g + layout_.lm_head : nullptr, ln_f_.data(),

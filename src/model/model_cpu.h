@@ -11,17 +11,9 @@
 #include <vector>
 
 #include "model/layout.h"
+#include "model/train_mask.h"
 
 namespace owlore {
-
-// Which parameters receive gradients. A frozen decoder layer gets no weight-gradient work at
-// all; if nothing below a layer trains (frozen embedding), the backward stops there.
-struct TrainMask {
-  std::vector<bool> layers;   // per decoder layer
-  bool embedding = true;      // token embedding (and the head, when tied)
-  bool head = true;           // LM head (untied) and final norm
-  static TrainMask all(int n_layers) { return TrainMask{std::vector<bool>(n_layers, true), true, true}; }
-};
 
 // The input rows of a layer's matrices saved by the forward (for outlier scoring, DESIGN.md §1):
 // qkv -> ln1 (N, C) feeds q, k, v; o -> att (N, q_dim); gate_up -> ln2 (N, C) feeds gate, up;

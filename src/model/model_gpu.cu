@@ -1,5 +1,6 @@
 // GPU forward/backward orchestration: the one translation unit that includes every kernel
 // header (compile time on small machines: keep heavy templates in few TUs).
+#include "base/format.h"
 #include "model/model_gpu.h"
 
 #include <cmath>
@@ -15,6 +16,12 @@
 #include "kernels/swiglu.cuh"
 
 namespace owlore {
+
+std::string gpu_unsupported_reason(const ModelConfig& c) {
+  if (c.head_dim == 64 || c.head_dim == 128) return "";
+  return "the GPU attention kernel supports head_dim 64 and 128; model '" + c.name + "' has " +
+         std::to_string(c.head_dim);
+}
 
 bool cuda_available() {
   int count = 0;
@@ -115,8 +122,8 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   Impl& m = *impl_;
   m.opt = options;
   const ModelConfig& c = layout.config;
-  OWLORE_REQUIRE(c.head_dim == 64 || c.head_dim == 128, "the GPU attention kernel supports head_dim 64 and 128; model '",
-                 c.name, "' has ", c.head_dim, " (use --device cpu)");
+  const std::string unsupported = gpu_unsupported_reason(c);
+  OWLORE_REQUIRE(unsupported.empty(), unsupported, " (use --device cpu)");
   // The CUDA context reserves cudaLimitStackSize (1 KiB by default) of local memory for every
   // thread the card can hold: 264 MiB on a 132-SM H100/H200. A run needs 128 bytes: owlore's
   // kernels use at most 80, cuBLASLt's fp32 GEMMs (GaLore) 128 (tools/probe_memory.cu). Setting
@@ -518,16 +525,7 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
   CUDA_CHECK(cudaMemsetAsync(m.dx, 0, (size_t)N * C * sizeof(bf16), s));
   rmsnorm_backward(m.dx, mask.head ? g.final_norm : (float*)nullptr, m.rms_scratch, m.dln, m.x_final,
                    m.w(layout_.final_norm), m.rstd_f, N, C, s);
-  // With a frozen embedding, nothing below the lowest trained layer needs a gradient.
-  int lowest = 0;
-  if (!mask.embedding) {
-    lowest = c.n_layers;
-    for (int l = 0; l < c.n_layers; l++)
-      if (mask.layers[l]) {
-        lowest = l;
-        break;
-      }
-  }
+  const int lowest = lowest_backward_layer(mask);
   const bool streaming = static_cast<bool>(g.consume);
   OWLORE_REQUIRE(!streaming || m.matrix_ws, "GPU model: streamed weight gradients need a model planned with "
                                             "GpuModelOptions::stream_matrix_gradients");

@@ -15,9 +15,10 @@
 #include <memory>
 #include <vector>
 
+#include "base/choices.h"
 #include "model/layout.h"
 #include "model/memory_plan.h"
-#include "model/model_cpu.h"
+#include "model/train_mask.h"
 
 namespace owlore {
 
@@ -50,6 +51,9 @@ struct GradTargets {
 // bytes less per token and layer). layer: only each layer's input x is kept; the backward
 // reruns the layer's forward into one shared set of buffers (about one more forward in time).
 enum class Recompute { none, cheap, layer };
+inline constexpr ChoiceTable<Recompute, 3> kRecomputeChoices{
+    {{"none", Recompute::none}, {"cheap", Recompute::cheap}, {"layer", Recompute::layer}}};
+inline const char* name(Recompute r) { return choice_name(kRecomputeChoices, r); }
 
 // Floats of the streamed-gradient workspace: the largest matrix of a layer (q·C, kv·C, F·C).
 int64_t streamed_gradient_floats(const ModelConfig& config);
@@ -126,6 +130,8 @@ class GpuModel {
   std::unique_ptr<Impl> impl_;
 };
 
+// Why the GPU model cannot run this config (empty: it can).
+std::string gpu_unsupported_reason(const ModelConfig& config);
 // Whether a CUDA device is present; name of device 0.
 bool cuda_available();
 std::string cuda_device_name();

@@ -8,7 +8,7 @@
 // Norms, RoPE, SwiGLU, softmax and the optimizer are not counted (memory-bound, < 1%).
 #pragma once
 #include "model/config.h"
-#include "model/model_cpu.h"
+#include "model/train_mask.h"
 
 namespace owlore {
 
