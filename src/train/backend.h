@@ -10,39 +10,14 @@
 #include <vector>
 
 #include "base/state_bundle.h"
+#include "base/state_reader.h"
 #include "model/layout.h"
 #include "model/model_cpu.h"
 #include "model/model_gpu.h"
 #include "optim/galore_cpu.h"
+#include "optim/optimizer_options.h"
 
 namespace owlore {
-
-struct OptimizerOptions {
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
-  std::string moments = "fp32";  // GPU: fp32 or bf16 full-rank Adam moments
-  // What happens to a decoder layer's optimizer state when the sampled set changes (DESIGN.md
-  // §2): drop — a layer that leaves loses it, and starts fresh when it comes back; keep — it is
-  // parked in host memory and restored when the layer comes back; reset — every re-sampling
-  // restarts the state of every decoder layer (the LISA authors' per-period restart). The
-  // embedding, head and final norm keep their state for the whole run under every policy.
-  std::string state_policy = "drop";
-  // false (--freeze-embeddings): the embedding, final norm and head never train, so the GPU plans
-  // no gradient and no moments for them (2.6 GiB at 7B, 16 x 512 tokens, with fp32 moments).
-  bool train_embeddings = true;
-  uint64_t seed = 0;             // stochastic rounding of bf16 updates, randomized projectors
-  // GaLore-Adam (DESIGN.md §1) for the 2-D matrices of trained decoder layers; AdamW for the rest.
-  bool galore = false;
-  GaloreConfig galore_config;
-  // GPU GaLore without gradient buffers (DESIGN.md §2): each trained matrix's gradient passes
-  // through one workspace during the backward — its squared norm is added up, the projector is
-  // refreshed from it when due, and it is projected into R — so a layer slot holds no full
-  // gradient. Exact for one micro-batch per step; the trainer turns it off under --grad-accum > 1,
-  // where the clip norm needs the norm of the summed gradient, which only a buffer holds.
-  bool stream_galore_gradients = true;
-  // Micro-batches per optimizer step (--grad-accum): the GPU sizes an untied embedding's sparse
-  // gradient for this many micro-batches of tokens.
-  int micro_batches_per_step = 1;
-};
 
 // GaLore projector refreshes done by the last optimizer step and the gradient energy their
 // projectors capture, ‖R‖²/‖G‖² (DESIGN.md §1): logged, since a low value means the rank is too
@@ -83,9 +58,11 @@ class TrainBackend {
   virtual void read_weights(std::vector<float>& out) = 0;
   virtual MemoryReport memory() = 0;
   virtual ProjectorReport projector_report() const { return {}; }
-  // Weights and optimizer state, exactly (resume continues bit-for-bit), and back.
+  // Weights and optimizer state, exactly (resume continues bit-for-bit), and back: load_state
+  // checks every tensor it takes (optim/optimizer_state.h) and expects set_mask with the saved
+  // mask first.
   virtual void save_state(StateBundle& out) = 0;
-  virtual void load_state(const StateBundle& in) = 0;
+  virtual void load_state(StateReader& in) = 0;
   // The memory plan as a printable table (empty for the CPU).
   virtual std::string plan_table() const { return ""; }
 };

@@ -90,8 +90,11 @@ std::string run_generate(const GenerateOptions& o) {
 void run_eval(const EvalOptions& o) {
   OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
   OWLORE_REQUIRE(o.batch >= 1 && o.seq >= 1, "--batch and --seq must be >= 1");
-  OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
+  OWLORE_REQUIRE(o.max_batches >= 0, "--max-batches must be >= 0, got ", o.max_batches);
+  OWLORE_REQUIRE(std::isfinite(o.val_fraction) && o.val_fraction > 0 && o.val_fraction < 1,
+                 "--val-fraction must be in (0, 1), got ", o.val_fraction);
   const LoadedModel model = load_model_or_preset(o.model_path, o.preset, /*init_seed=*/1);
+  const Device device = resolve_device(o.device, model.config);
   OWLORE_REQUIRE(model.config.max_seq <= 0 || o.seq <= model.config.max_seq, "--seq ", o.seq,
                  " does not fit the model's context of ", model.config.max_seq, " tokens");
   const ModelLayout layout(model.config);
@@ -99,21 +102,26 @@ void run_eval(const EvalOptions& o) {
   InstructOptions instruct;
   instruct.skip_bad_lines = o.skip_bad_lines;
   const TokenStream stream = load_token_stream(o.data_path, tokenizer.get(), instruct);
-  // Every sequence is evaluated: pack all of it as "training" rows (no held-out split here).
   const int row_len = o.seq + 1;
-  const int64_t rows = (int64_t)stream.tokens.size() / row_len;
-  OWLORE_REQUIRE(rows >= 1, o.data_path, ": ", stream.tokens.size(), " tokens, fewer than one sequence of ", row_len);
   TokenRows data;
-  data.row_len = row_len;
-  data.tokens.assign(stream.tokens.begin(), stream.tokens.begin() + rows * row_len);
-  if (stream.loss_mask.empty())
-    data.loss_mask.assign(rows * row_len, 1);
-  else
-    data.loss_mask.assign(stream.loss_mask.begin(), stream.loss_mask.begin() + rows * row_len);
+  if (o.split == EvalSplit::all) {  // every sequence: all of it packed as rows, nothing held out
+    const int64_t rows = (int64_t)stream.tokens.size() / row_len;
+    OWLORE_REQUIRE(rows >= 1, o.data_path, ": ", stream.tokens.size(), " tokens, fewer than one sequence of ", row_len);
+    data.row_len = row_len;
+    data.tokens.assign(stream.tokens.begin(), stream.tokens.begin() + rows * row_len);
+    if (stream.loss_mask.empty())
+      data.loss_mask.assign(rows * row_len, 1);
+    else
+      data.loss_mask.assign(stream.loss_mask.begin(), stream.loss_mask.begin() + rows * row_len);
+  } else {  // packed exactly as train packs it, so val is the tail a run with this --seq held out
+    Dataset split = pack_dataset(stream.tokens, stream.loss_mask, o.seq, o.val_fraction);
+    data = std::move(o.split == EvalSplit::val ? split.val : split.train);
+  }
+  const int64_t rows = data.count();
   int64_t batches = (rows + o.batch - 1) / o.batch;
   if (o.max_batches > 0) batches = std::min<int64_t>(batches, o.max_batches);
   std::unique_ptr<TrainBackend> backend =
-      o.device == "cpu" ? make_cpu_backend(layout, model.weights, {})
+      device == Device::cpu ? make_cpu_backend(layout, model.weights, {})
                         : make_gpu_backend(layout, model.weights, {}, GpuModelOptions{o.batch, o.seq}, 0);
   std::vector<int32_t> inputs((int64_t)o.batch * o.seq), targets(inputs.size());
   double sum = 0;
@@ -127,19 +135,23 @@ void run_eval(const EvalOptions& o) {
     std::fprintf(stderr, "\reval batch %lld/%lld", (long long)b + 1, (long long)batches);
   }
   std::fprintf(stderr, "\n");
-  const double loss = kept ? sum / kept : 0.0;
+  OWLORE_REQUIRE(kept > 0, o.data_path, ": no token was scored (every target of the ", std::min<int64_t>(rows, batches * o.batch),
+                 " sequences is masked: instruction data with no answer tokens?)");
+  const double loss = sum / kept;
+  OWLORE_REQUIRE(std::isfinite(loss), "the mean loss is ", loss, ": the model's weights hold non-finite values");
   nlohmann::json result = {{"loss", loss},   {"tokens", kept},          {"perplexity", std::exp(loss)},
                            {"sequences", std::min<int64_t>(rows, batches * o.batch)},
-                           {"data", o.data_path}, {"model", o.model_path.empty() ? o.preset : o.model_path},
+                           {"data", o.data_path}, {"split", choice_name(kEvalSplitChoices, o.split)},
+                           {"model", o.model_path.empty() ? o.preset : o.model_path},
                            {"device", backend->device_name()}};
   std::printf("%s\n", result.dump().c_str());
 }
 
-void run_convert(const std::string& model_path, const std::string& out_dir, const std::string& dtype) {
+void run_convert(const std::string& model_path, const std::string& out_dir, SaveDtype dtype) {
   OWLORE_REQUIRE(!model_path.empty() && !out_dir.empty(), "--model and --out are required");
   const LoadedModel model = load_model(model_path);
   save_hf_checkpoint(out_dir, ModelLayout(model.config), model.weights.data(), dtype);
-  std::printf("wrote %s/model.safetensors and config.json (%s, %.1fM parameters)\n", out_dir.c_str(), dtype.c_str(),
+  std::printf("wrote %s/model.safetensors and config.json (%s, %.1fM parameters)\n", out_dir.c_str(), name(dtype),
               model.config.total_params() / 1e6);
 }
 
@@ -159,13 +171,13 @@ void run_tokenize(const std::string& model_path, const std::string& data_path, c
 void run_outliers(const OutliersOptions& o) {
   OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
   OWLORE_REQUIRE(!o.out_path.empty(), "-o/--out is required");
-  OWLORE_REQUIRE(o.device == "cpu" || o.device == "cuda", "--device must be cpu or cuda, got '", o.device, "'");
-  OWLORE_REQUIRE(o.threshold > 0, "--threshold must be > 0, got ", o.threshold);
+  OWLORE_REQUIRE(std::isfinite(o.threshold) && o.threshold > 0, "--threshold must be > 0, got ", o.threshold);
   OWLORE_REQUIRE(o.samples >= 1, "--samples must be >= 1, got ", o.samples);
   OWLORE_REQUIRE(o.seq >= 1, "--seq must be >= 1, got ", o.seq);
   OWLORE_REQUIRE(o.batch >= 1, "--batch must be >= 1, got ", o.batch);
   const LoadedModel model = load_model_or_preset(o.model_path, o.preset, /*init_seed=*/1);  // as `eval --preset`
   const ModelConfig& config = model.config;
+  const Device device = resolve_device(o.device, config);
   // The reference's 2048 tokens exceed the tiny presets' context: calibrate on what the model allows.
   const int seq = config.max_seq > 0 ? std::min(o.seq, config.max_seq) : o.seq;
   if (seq < o.seq)
@@ -188,14 +200,14 @@ void run_outliers(const OutliersOptions& o) {
   for (int r = 0; r < n; r++)
     std::copy_n(data.train.tokens.begin() + (int64_t)r * data.train.row_len, seq, tokens.begin() + (int64_t)r * seq);
   std::printf("owlore outliers | %s | %d layers | device %s | M = %g\n", config.name.c_str(), config.n_layers,
-              o.device.c_str(), o.threshold);
+              name(device), o.threshold);
   std::printf("calibration: %d of %d requested sequences x %d tokens from %s (%lld training rows available)\n", n,
               o.samples, seq, o.data_path.c_str(), (long long)data.train.count());
   OutlierOptions options;
   options.threshold = o.threshold;
   options.batch_sequences = o.batch;
   const std::vector<double> D =
-      o.device == "cpu" ? compute_outlier_distribution(layout, model.weights.data(), tokens.data(), n, seq, options)
+      device == Device::cpu ? compute_outlier_distribution(layout, model.weights.data(), tokens.data(), n, seq, options)
                         : compute_outlier_distribution_gpu(layout, model.weights, tokens.data(), n, seq, options);
   const std::vector<double> weights = outlier_sampling_weights(D);
   const double total = std::accumulate(weights.begin(), weights.end(), 0.0);

@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <string>
 
+#include "io/checkpoint.h"
+#include "train/options.h"
+
 namespace owlore {
 
 struct GenerateOptions {
@@ -19,8 +22,17 @@ struct GenerateOptions {
 // Prints the answer as it is generated (stdout); returns it.
 std::string run_generate(const GenerateOptions& options);
 
+// Which rows of the data eval scores: all of them, or the rows that `train` with the same --seq and
+// --val-fraction trains on (train) or holds out (val).
+enum class EvalSplit { all, train, val };
+inline constexpr ChoiceTable<EvalSplit, 3> kEvalSplitChoices{
+    {{"all", EvalSplit::all}, {"train", EvalSplit::train}, {"val", EvalSplit::val}}};
+
 struct EvalOptions {
-  std::string model_path, preset, data_path, device = "cpu";
+  std::string model_path, preset, data_path;
+  Device device = Device::automatic;
+  EvalSplit split = EvalSplit::all;
+  double val_fraction = 0.05;  // as train's default
   int batch = 4, seq = 512;
   int max_batches = 0;  // 0: every sequence of the data
   bool skip_bad_lines = false;
@@ -29,7 +41,7 @@ struct EvalOptions {
 void run_eval(const EvalOptions& options);
 
 // Reads any supported model and writes a Hugging Face checkpoint (config.json + safetensors).
-void run_convert(const std::string& model_path, const std::string& out_dir, const std::string& dtype);
+void run_convert(const std::string& model_path, const std::string& out_dir, SaveDtype dtype);
 
 // Tokenizes data with the model's tokenizer into an OWLTOK1 token file.
 void run_tokenize(const std::string& model_path, const std::string& data_path, const std::string& out_path,
@@ -40,7 +52,8 @@ void run_tokenize(const std::string& model_path, const std::string& data_path, c
 // seq tokens, fewer if the data has fewer). Prints D and the sampling probabilities per layer and
 // writes the file that `train --outliers` reads.
 struct OutliersOptions {
-  std::string model_path, preset, data_path, device = "cpu", out_path;
+  std::string model_path, preset, data_path, out_path;
+  Device device = Device::automatic;
   double threshold = 13.0;  // M
   int samples = 128;        // calibration sequences
   int seq = 2048;           // tokens per sequence
