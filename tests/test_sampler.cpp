@@ -158,15 +158,28 @@ TEST(Sampler, StateRoundTripResumesIdentically) {
   for (int step = 1; step <= 30; step++) a.sample(step);
   const nlohmann::json saved = nlohmann::json::parse(a.to_json().dump());
   LayerSampler b = LayerSampler::weighted(kLlama2Ratios, 5, 7, 0);  // different seed: state must win
-  b.from_json(saved);
+  b.from_json(JsonFields(saved, "sampler"));
   EXPECT_EQ(b.current, a.current);
   for (int step = 31; step <= 300; step++) ASSERT_EQ(a.sample(step), b.sample(step)) << "diverged at step " << step;
 
   LayerSampler lisa = LayerSampler::uniform(32, 5, 7, 1);
-  EXPECT_THROW(lisa.from_json(saved), Error);  // weights differ
+  EXPECT_THROW(lisa.from_json(JsonFields(saved, "sampler")), Error);  // weights differ
   nlohmann::json broken = saved;
   broken.erase("rng_state");
-  EXPECT_THROW(b.from_json(broken), Error);
+  EXPECT_THROW(b.from_json(JsonFields(broken, "sampler")), Error);
+  // A damaged sample or generator state is an error naming the field, never a crash.
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"current", {0, 99, 3, 4, 5}}, {"current", {4, 3, 2, 1, 0}}, {"current", "x"}, {"rng_state", "-1"},
+           {"rng_state", 1.5}, {"n_active", 4294967301.0}, {"period", -7}}) {
+    nlohmann::json damaged = saved;
+    damaged[key] = value;
+    try {
+      b.from_json(JsonFields(damaged, "sampler"));
+      ADD_FAILURE() << key << " = " << value.dump() << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("sampler." + key), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Sampler, ExactInclusionRefusesHugeProblems) {

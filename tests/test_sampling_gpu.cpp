@@ -19,12 +19,12 @@
 using namespace owlore;
 
 namespace {
-TrainOptions lisa_run(const std::string& device, int steps, const std::string& name) {
+TrainOptions lisa_run(Device device, int steps, const std::string& name) {
   TrainOptions o;
   o.preset = "tiny-gpu";
   o.data_path = std::string(OWLORE_SOURCE_DIR) + "/data/tinyshakespeare/input.txt";
   o.device = device;
-  o.method = "lisa";
+  o.method = Method::lisa;
   o.gamma = 1;
   o.period = 3;
   o.steps = steps;
@@ -41,10 +41,10 @@ TrainOptions lisa_run(const std::string& device, int steps, const std::string& n
 TEST(SamplingGpu, SlotsAreRecycledWithoutAllocating) {
   OWLORE_SKIP_WITHOUT_GPU();
   const int64_t before_short = device_allocation_count();
-  run_training(lisa_run("cuda", 9, "short"));
+  run_training(lisa_run(Device::cuda, 9, "short"));
   const int64_t short_run = device_allocation_count() - before_short;
   const int64_t before_long = device_allocation_count();
-  const TrainOptions o = lisa_run("cuda", 18, "long");
+  const TrainOptions o = lisa_run(Device::cuda, 18, "long");
   run_training(o);
   const int64_t long_run = device_allocation_count() - before_long;
   EXPECT_EQ(short_run, long_run) << "a run of 6 periods allocated more than one of 3";
@@ -65,7 +65,7 @@ TEST(SamplingGpu, SlotsAreRecycledWithoutAllocating) {
 
 TEST(SamplingGpu, LisaMatchesTheCpuTrainer) {
   OWLORE_SKIP_WITHOUT_GPU();
-  const TrainResult gpu = run_training(lisa_run("cuda", 12, "gpu")), cpu = run_training(lisa_run("cpu", 12, "cpu"));
+  const TrainResult gpu = run_training(lisa_run(Device::cuda, 12, "gpu")), cpu = run_training(lisa_run(Device::cpu, 12, "cpu"));
   for (int i = 0; i < 12; i++)
     EXPECT_LE(std::abs(gpu.train_losses[i] - cpu.train_losses[i]) / cpu.train_losses[i], 1.5e-2)
         << "step " << i + 1 << ": GPU " << gpu.train_losses[i] << ", CPU " << cpu.train_losses[i];
@@ -76,8 +76,8 @@ TEST(SamplingGpu, ResumeIsBitExactOnTheGpu) {
   // (stochastic rounding is seeded by (seed, tensor step, index); the sampler and data position
   // are restored).
   OWLORE_SKIP_WITHOUT_GPU();
-  TrainOptions straight = lisa_run("cuda", 12, "resume_straight");
-  TrainOptions half = lisa_run("cuda", 12, "resume_half");
+  TrainOptions straight = lisa_run(Device::cuda, 12, "resume_straight");
+  TrainOptions half = lisa_run(Device::cuda, 12, "resume_half");
   half.stop_at = 6;
   const TrainResult a = run_training(straight);
   run_training(half);

@@ -24,7 +24,7 @@ nlohmann::json steps_after_round_trip(const std::string& policy) {
   std::vector<float> w(layout.total);
   init_weights(layout, w.data(), 3);
   OptimizerOptions options;
-  options.state_policy = policy;
+  options.state_policy = parse_choice(kStatePolicyChoices, policy, "--state");
   auto backend = make_cpu_backend(layout, w, options);
   const int B = 2, T = 9;
   auto inputs = test::random_tokens(B * T, cfg.vocab, 4), targets = test::random_tokens(B * T, cfg.vocab, 5);

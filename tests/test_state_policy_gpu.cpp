@@ -20,7 +20,7 @@ StateBundle round_trip(const std::string& device, const std::string& policy) {
   std::vector<float> w(layout.total);
   init_weights(layout, w.data(), 3);
   OptimizerOptions options;
-  options.state_policy = policy;
+  options.state_policy = parse_choice(kStatePolicyChoices, policy, "--state");
   const int B = 2, T = 17;
   auto backend = device == "cpu" ? make_cpu_backend(layout, w, options)
                                  : make_gpu_backend(layout, w, options, GpuModelOptions{B, T}, /*n_layer_slots=*/1);

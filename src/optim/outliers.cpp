@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/atomic_file.h"
 #include "base/error.h"
 
 namespace owlore {
@@ -117,15 +118,9 @@ void write_outlier_file(const std::string& path, const std::vector<double>& D, c
                               {"seq_len", metadata.seq_len},
                               {"n_layers", D.size()},
                               {"D", D}};
-  // Write then rename, so a crash never leaves a half-written file where a run expects one.
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    OWLORE_REQUIRE(out.good(), "outlier file ", path, ": cannot open ", tmp, " for writing");
-    out << doc.dump(2) << "\n";
-    OWLORE_REQUIRE(out.good(), "outlier file ", path, ": write failed");
-  }
-  OWLORE_REQUIRE(std::rename(tmp.c_str(), path.c_str()) == 0, "outlier file ", path, ": cannot rename ", tmp);
+  // Atomically: a crash or a full disk never leaves a half-written (or empty) file where a run
+  // expects one.
+  write_file_atomically(path, doc.dump(2) + "\n");
 }
 
 OutlierFile read_outlier_file(const std::string& path, int expected_layers) {

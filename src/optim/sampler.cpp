@@ -99,32 +99,23 @@ nlohmann::json LayerSampler::to_json() const {
                         {"weights", weights},   {"rng_state", std::to_string(rng.state)}, {"current", current}};
 }
 
-void LayerSampler::from_json(const nlohmann::json& state) {
-  auto field = [&](const char* name) -> const nlohmann::json& {
-    OWLORE_REQUIRE(state.contains(name), "layer sampler state: missing field '", name, "'");
-    return state.at(name);
-  };
-  OWLORE_REQUIRE(field("n_layers").get<int>() == n_layers, "layer sampler state: n_layers is ",
-                 field("n_layers").get<int>(), ", this run has ", n_layers);
-  OWLORE_REQUIRE(field("n_active").get<int>() == n_active, "layer sampler state: n_active (gamma) is ",
-                 field("n_active").get<int>(), ", this run has ", n_active);
-  OWLORE_REQUIRE(field("period").get<int>() == period, "layer sampler state: period is ", field("period").get<int>(),
-                 ", this run has ", period);
-  OWLORE_REQUIRE(field("weights").get<std::vector<double>>() == weights,
-                 "layer sampler state: the layer weights differ from this run's (different outlier file?)");
-  std::vector<int> restored = field("current").get<std::vector<int>>();
-  OWLORE_REQUIRE(restored.empty() || (int)restored.size() == n_active, "layer sampler state: current sample has ",
-                 restored.size(), " layers, expected ", n_active);
-  for (int l : restored)
-    OWLORE_REQUIRE(l >= 0 && l < n_layers, "layer sampler state: layer ", l, " is outside [0, ", n_layers, ")");
-  const std::string rng_text = field("rng_state").get<std::string>();
-  try {
-    size_t used = 0;
-    rng.state = std::stoull(rng_text, &used);
-    OWLORE_REQUIRE(used == rng_text.size(), "layer sampler state: rng_state '", rng_text, "' is not an integer");
-  } catch (const std::logic_error&) {
-    fail("layer sampler state: rng_state '", rng_text, "' is not an unsigned 64-bit integer");
-  }
+void LayerSampler::from_json(const JsonFields& state) {
+  const int64_t L = state.integer("n_layers", 0, 1 << 20);
+  OWLORE_REQUIRE(L == n_layers, state.path("n_layers"), ": ", L, ", this run has ", n_layers, " decoder layers");
+  const int64_t gamma = state.integer("n_active", 0, 1 << 20);
+  OWLORE_REQUIRE(gamma == n_active, state.path("n_active"), ": gamma ", gamma, ", this run has ", n_active);
+  const int64_t K = state.integer("period", 1, 1 << 30);
+  OWLORE_REQUIRE(K == period, state.path("period"), ": ", K, ", this run has ", period);
+  OWLORE_REQUIRE(state.numbers("weights", 0.0, 1e300) == weights, state.path("weights"),
+                 ": the layer weights differ from this run's (a different outlier file or method?)");
+  std::vector<int> restored;
+  for (int64_t l : state.integers("current", 0, n_layers - 1)) restored.push_back((int)l);
+  OWLORE_REQUIRE(restored.empty() || (int)restored.size() == n_active, state.path("current"), ": ", restored.size(),
+                 " layers, expected ", n_active);
+  OWLORE_REQUIRE(std::is_sorted(restored.begin(), restored.end()) &&
+                     std::adjacent_find(restored.begin(), restored.end()) == restored.end(),
+                 state.path("current"), ": expected distinct layers in ascending order");
+  rng.state = state.unsigned64("rng_state");
   current = std::move(restored);
 }
 

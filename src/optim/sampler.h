@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/rng.h"
+#include "base/state_reader.h"
 
 namespace owlore {
 
@@ -45,7 +46,7 @@ struct LayerSampler {
   nlohmann::json to_json() const;
   // Restores the state written by to_json; throws naming the field if it does not fit this
   // sampler (different L, γ, K or weights).
-  void from_json(const nlohmann::json& state);
+  void from_json(const JsonFields& state);
 };
 
 // The exact probability that each layer ends up among the first `n_active` draws of successive

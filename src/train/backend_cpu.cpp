@@ -4,6 +4,7 @@
 #include "base/error.h"
 #include "kernels/ref/ops_ref.h"
 #include "optim/adamw_cpu.h"
+#include "optim/optimizer_state.h"
 #include "train/backend.h"
 
 namespace owlore {
@@ -27,8 +28,8 @@ class CpuBackend final : public TrainBackend {
     // A decoder layer loses its state when it leaves (drop) or at every re-sampling (reset);
     // with keep it stays in memory (host memory is where the CPU keeps everything anyway).
     TrainMask keep_state = mask;
-    if (options_.state_policy == "keep") keep_state.layers.assign(mask.layers.size(), true);
-    if (options_.state_policy == "reset" && resample) keep_state.layers.assign(mask.layers.size(), false);
+    if (options_.state_policy == StatePolicy::keep) keep_state.layers.assign(mask.layers.size(), true);
+    if (options_.state_policy == StatePolicy::reset && resample) keep_state.layers.assign(mask.layers.size(), false);
     mask_ = mask;
     optimizer_.release_untrained(keep_state);
     for (size_t i = 0; i < layout_.tensors.size(); i++)
@@ -60,9 +61,7 @@ class CpuBackend final : public TrainBackend {
       TrainMask adam_mask = mask_;
       adam_mask.layers.assign(mask_.layers.size(), false);
       optimizer_.step(weights_.data(), grads_.data(), adam_mask, lr, clip_scale);
-      GaloreConfig config = options_.galore_config;
-      config.beta1 = options_.beta1, config.beta2 = options_.beta2, config.eps = options_.eps;
-      config.weight_decay = options_.weight_decay;
+      const GaloreConfig config = galore_config();
       for (size_t i = 0; i < layout_.tensors.size(); i++) {
         const TensorSlot& t = layout_.tensors[i];
         if (t.layer < 0 || !mask_.layers[t.layer]) continue;
@@ -88,56 +87,52 @@ class CpuBackend final : public TrainBackend {
   }
   void read_weights(std::vector<float>& out) override { out = weights_; }
 
+  // The schema of optim/optimizer_state.h: every tensor that trains has state (fresh if it has
+  // not stepped yet), and under --state keep so do decoder tensors that trained before.
   void save_state(StateBundle& out) override {
     out.tensors["weights"] = weights_;
-    optimizer_.export_state(out, "adam.");
-    nlohmann::json galore = nlohmann::json::object(), norms = nlohmann::json::object();
-    for (size_t i = 0; i < galore_.size(); i++) {
-      const GaloreState& s = galore_[i];
-      if (s.rows == 0) continue;
-      const std::string& name = layout_.tensors[i].name;
-      out.tensors["galore." + name + ".projector"] = s.projector;
-      out.tensors["galore." + name + ".m"] = s.m;
-      out.tensors["galore." + name + ".v"] = s.v;
-      galore[name] = {{"rows", s.rows}, {"cols", s.cols}, {"rank", s.rank}, {"right", s.side == ProjectionSide::right},
-                      {"step", s.step}, {"refreshes", s.refreshes}, {"captured_energy", s.captured_energy}};
+    begin_optimizer_state(out);
+    for (size_t i = 0; i < layout_.tensors.size(); i++) {
+      const TensorSlot& t = layout_.tensors[i];
+      const bool trains = tensor_trains(layout_, t, mask_);
+      if (is_galore(t)) {
+        if (galore_[i].rows != 0) add_galore_state(out, t.name, galore_[i]);
+        else if (trains) add_galore_state(out, t.name, fresh_galore(t));
+        continue;
+      }
+      const AdamTensorState& s = adam_state(i);
+      if (!s.m.empty()) add_adam_state(out, t.name, s);
+      else if (trains) add_adam_state(out, t.name, {std::vector<float>(t.numel(), 0.0f), std::vector<float>(t.numel(), 0.0f), 0});
     }
-    for (const auto& [i, s] : norm_adam_) {
-      const std::string& name = layout_.tensors[i].name;
-      out.tensors["norm_adam." + name + ".m"] = s.m;
-      out.tensors["norm_adam." + name + ".v"] = s.v;
-      norms[name] = s.step;
-    }
-    out.meta["galore"] = galore;
-    out.meta["norm_adam"] = norms;
   }
 
-  void load_state(const StateBundle& in) override {
-    const std::vector<float>& w = in.tensors.at("weights");
-    OWLORE_REQUIRE(w.size() == weights_.size(), "trainer state: ", w.size(), " weights, the model has ", weights_.size());
-    weights_ = w;
-    optimizer_.import_state(in, "adam.");
+  // Expects set_mask to have been called with the saved mask. Every size, rank and counter is
+  // checked (StateReader); state for a tensor this run would not keep is an error.
+  void load_state(StateReader& in) override {
+    weights_ = in.tensor("weights", layout_.total);
     galore_.assign(layout_.tensors.size(), GaloreState{});
     norm_adam_.clear();
+    std::vector<std::string> handled_adam, handled_galore;
     for (size_t i = 0; i < layout_.tensors.size(); i++) {
-      const std::string& name = layout_.tensors[i].name;
-      if (in.meta["galore"].contains(name)) {
-        const auto& j = in.meta["galore"][name];
-        GaloreState& s = galore_[i];
-        s.rows = j["rows"], s.cols = j["cols"], s.rank = j["rank"];
-        s.side = j["right"].get<bool>() ? ProjectionSide::right : ProjectionSide::left;
-        s.step = j["step"], s.refreshes = j["refreshes"], s.captured_energy = j["captured_energy"];
-        s.projector = in.tensors.at("galore." + name + ".projector");
-        s.m = in.tensors.at("galore." + name + ".m");
-        s.v = in.tensors.at("galore." + name + ".v");
-      }
-      if (in.meta["norm_adam"].contains(name)) {
-        NormState& s = norm_adam_[i];
-        s.m = in.tensors.at("norm_adam." + name + ".m");
-        s.v = in.tensors.at("norm_adam." + name + ".v");
-        s.step = in.meta["norm_adam"][name];
+      const TensorSlot& t = layout_.tensors[i];
+      const bool trains = tensor_trains(layout_, t, mask_);
+      const bool may_have = trains || (options_.state_policy == StatePolicy::keep && t.layer >= 0);
+      const bool galore = is_galore(t);
+      const bool present = galore ? has_galore_state(in, t.name) : has_adam_state(in, t.name);
+      OWLORE_REQUIRE(present || !trains, in.source(), ": no ", galore ? "GaLore" : "Adam", " state for ", t.name,
+                     ", which trains at this step");
+      if (!present || !may_have) continue;  // a stray entry is named by check_optimizer_state_names
+      if (galore) {
+        galore_[i] = read_galore_state(in, t, fresh_galore(t));
+        handled_galore.push_back(t.name);
+      } else {
+        AdamTensorState s = read_adam_state(in, t);
+        if (options_.galore && t.layer >= 0) norm_adam_[i] = std::move(s);
+        else optimizer_.set_state(i, std::move(s));
+        handled_adam.push_back(t.name);
       }
     }
+    check_optimizer_state_names(in, handled_adam, handled_galore);
   }
   MemoryReport memory() override {
     double bytes = (double)(weights_.size() + grads_.size()) * sizeof(float) + optimizer_.state_bytes();
@@ -148,17 +143,29 @@ class CpuBackend final : public TrainBackend {
   }
 
  private:
+  bool is_galore(const TensorSlot& t) const { return options_.galore && t.layer >= 0 && t.is_matrix(); }
+  GaloreState fresh_galore(const TensorSlot& t) const { return galore_state((int)t.rows, (int)t.cols, galore_config()); }
+  GaloreConfig galore_config() const {
+    GaloreConfig config = options_.galore_config;
+    config.beta1 = options_.beta1, config.beta2 = options_.beta2, config.eps = options_.eps;
+    config.weight_decay = options_.weight_decay;
+    return config;
+  }
+  // Full-rank Adam state of tensor i (GaLore layers' norms keep theirs beside CpuAdamW's).
+  const AdamTensorState& adam_state(size_t i) const {
+    static const AdamTensorState none;
+    if (!options_.galore || layout_.tensors[i].layer < 0) return optimizer_.state(i);
+    const auto it = norm_adam_.find(i);
+    return it == norm_adam_.end() ? none : it->second;
+  }
+
   const ModelLayout& layout_;
   std::vector<float> weights_, grads_;
   CpuModel<float> model_;
   CpuAdamW optimizer_;
   OptimizerOptions options_;
   std::vector<GaloreState> galore_;  // per layout tensor (matrices of trained layers)
-  struct NormState {
-    std::vector<float> m, v;
-    int step = 0;
-  };
-  std::map<size_t, NormState> norm_adam_;  // norm weights of trained layers under GaLore
+  std::map<size_t, AdamTensorState> norm_adam_;  // norm weights of trained layers under GaLore
   ProjectorReport projector_report_;
   TrainMask mask_;
   double peak_ = 0;

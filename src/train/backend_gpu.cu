@@ -22,11 +22,14 @@
 #include <cstring>
 #include <map>
 
+#include "base/format.h"
+#include "base/bf16.h"
 #include "base/error.h"
 #include "kernels/adamw.cuh"
 #include "model/model_gpu.h"
 #include "optim/adamw_cpu.h"
 #include "optim/galore_gpu.h"
+#include "optim/optimizer_state.h"
 #include "train/backend.h"
 
 namespace owlore {
@@ -41,16 +44,13 @@ class GpuBackend final : public TrainBackend {
         options_(o),
         n_slots_(std::min(n_slots, layout.config.n_layers)),
         streaming_(o.galore && o.stream_galore_gradients) {
-    OWLORE_REQUIRE(o.moments == "fp32" || o.moments == "bf16", "--moments must be fp32 or bf16, got '", o.moments, "'");
-    OWLORE_REQUIRE(o.state_policy == "drop" || o.state_policy == "keep" || o.state_policy == "reset",
-                   "--state must be drop, keep or reset, got '", o.state_policy, "'");
     OWLORE_REQUIRE(cuda_available(), "--device cuda: no CUDA device is present (use --device cpu)");
     const ModelConfig& c = layout.config;
     GpuModelOptions planned = model_options;
     planned.stream_matrix_gradients = streaming_;
     model_ = std::make_unique<GpuModel>(layout, planned, plan_);
     const int64_t V = c.vocab, C = c.d_model;
-    const size_t moment_bytes = o.moments == "fp32" ? 4 : 2;
+    const size_t moment_bytes = o.moments == MomentsDtype::fp32 ? 4 : 2;
     const int64_t layer_params = c.layer_params();
     // Full-rank slot moments cover the whole layer, or under GaLore only its two norms.
     slot_moment_params_ = o.galore ? 2 * C : layer_params;
@@ -80,11 +80,11 @@ class GpuBackend final : public TrainBackend {
     const int64_t global_params = o.train_embeddings ? V * C * (c.tied_embeddings ? 1 : 2) + C : 0;
     if (global_params > 0)
       i_moments_global_ = plan_.add(Arena::OptimizerState, "Adam m, v (embedding, head, norm)",
-                                    2 * global_params * moment_bytes, o.moments);
+                                    2 * global_params * moment_bytes, name(o.moments));
     i_moments_slots_ = plan_.add(Arena::OptimizerState,
                                  std::string(o.galore ? "Adam m, v (norms of " : "Adam m, v (") +
                                      std::to_string(n_slots_) + " layer slots)",
-                                 2 * n_slots_ * slot_moment_params_ * moment_bytes, o.moments);
+                                 2 * n_slots_ * slot_moment_params_ * moment_bytes, name(o.moments));
     if (o.galore) plan_galore(layout);
     i_scratch_ = plan_.add(Arena::Workspace, "norm scratch", (sum_squares_scratch_floats() + 1) * 4, "fp32");
     plan_.allocate();
@@ -119,12 +119,12 @@ class GpuBackend final : public TrainBackend {
     int wanted = 0;
     for (bool b : mask.layers) wanted += b;
     OWLORE_REQUIRE(wanted <= n_slots_, "asked to train ", wanted, " decoder layers with ", n_slots_, " slots");
-    const bool reset_all = resample && options_.state_policy == "reset";
+    const bool reset_all = resample && options_.state_policy == StatePolicy::reset;
     // Layers leaving the set free their slot; under "keep" their state is parked in host memory
     // first; under "reset" at a re-sampling every layer leaves (and the active ones rejoin fresh).
     for (int l = 0; l < c.n_layers; l++)
       if (slot_of_layer_[l] >= 0 && (!mask.layers[l] || reset_all)) {
-        if (options_.state_policy == "keep") parked_[l] = export_layer(l);
+        if (options_.state_policy == StatePolicy::keep) parked_[l] = export_layer(l);
         layer_of_slot_[slot_of_layer_[l]] = -1;
         slot_of_layer_[l] = -1;
       }
@@ -245,7 +245,7 @@ class GpuBackend final : public TrainBackend {
           adamw_update(weights + t.offset, m, m + moment_stride(t), (float*)nullptr, grad, t.numel(), lr,
                        options_.beta1, options_.beta2, options_.eps, wd, step, clip_scale, nullptr, seed, s);
       };
-      if (options_.moments == "fp32")
+      if (options_.moments == MomentsDtype::fp32)
         update(plan_.as<float>(moment_block(t)) + moment_offset);
       else
         update(plan_.as<bf16>(moment_block(t)) + moment_offset);
@@ -261,56 +261,48 @@ class GpuBackend final : public TrainBackend {
     model_->download_weights(out.data());
   }
 
-  // State: weights (bf16 values, exact in fp32), the Adam moments and step count of every tensor
-  // that trains now. load_state expects set_mask to have been called with the saved mask.
+  // State (optim/optimizer_state.h): weights (bf16 values, exact in fp32), the optimizer state of
+  // every tensor that trains now and, under --state keep, of the layers parked in host memory.
   void save_state(StateBundle& out) override {
     read_weights(out.tensors["weights"]);
-    nlohmann::json steps = nlohmann::json::object();
-    nlohmann::json galore = nlohmann::json::object();
+    begin_optimizer_state(out);
     for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
-      save_tensor_state(out, steps, galore, t, index, offset);
+      save_tensor_state(out, t, index, offset);
     });
-    // Layers parked by the "keep" policy: the same names, so the file reads like the CPU's.
     for (const auto& [layer, parked] : parked_) {
       (void)layer;
       for (const auto& [name, values] : parked.tensors) out.tensors[name] = values;
-      steps.update(parked.meta.at("adam.steps"));
-      galore.update(parked.meta.at("galore"));
+      out.meta["adam.steps"].update(parked.meta.at("adam.steps"));
+      out.meta["galore"].update(parked.meta.at("galore"));
     }
-    out.meta["adam.steps"] = steps;
-    if (options_.galore) out.meta["galore"] = galore;
   }
 
-  void load_state(const StateBundle& in) override {
-    const std::vector<float>& w = in.tensors.at("weights");
-    OWLORE_REQUIRE((int64_t)w.size() == layout_.total, "trainer state: ", w.size(), " weights, the model has ",
-                   layout_.total);
-    model_->upload_weights(w.data());
+  // Expects set_mask with the saved mask first. Every tensor is checked (StateReader); the state
+  // of a layer that does not train now goes back to the host park under --state keep and is an
+  // error otherwise.
+  void load_state(StateReader& in) override {
+    model_->upload_weights(in.tensor("weights", layout_.total).data());
+    std::vector<std::string> handled_adam, handled_galore;
     for_each_trained([&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
-      OWLORE_REQUIRE(load_tensor_state(in, t, index, offset), "trainer state has no optimizer state for ", t.name);
+      load_tensor_state(in, t, index, offset);
+      (is_galore(t) ? handled_galore : handled_adam).push_back(t.name);
     });
-    // Under "keep", the state of layers that are not training now goes back to the host park.
     parked_.clear();
-    const auto& steps = in.meta.at("adam.steps");
-    if (options_.state_policy == "keep")
-      for (int l = 0; l < layout_.config.n_layers; l++) {
-        if (slot_of_layer_[l] >= 0) continue;
-        StateBundle parked;
-        parked.meta["adam.steps"] = nlohmann::json::object();
-        parked.meta["galore"] = nlohmann::json::object();
-        bool any = false;
-        for (const TensorSlot& t : layout_.tensors) {
-          if (t.layer != l) continue;
-          for (const char* part : {".m", ".v"})
-            if (in.tensors.count("adam." + t.name + part)) parked.tensors["adam." + t.name + part] = in.tensors.at("adam." + t.name + part);
-          for (const char* part : {".projector", ".m", ".v"})
-            if (in.tensors.count("galore." + t.name + part)) parked.tensors["galore." + t.name + part] = in.tensors.at("galore." + t.name + part);
-          if (steps.contains(t.name)) parked.meta["adam.steps"][t.name] = steps[t.name], any = true;
-          if (in.meta.contains("galore") && in.meta["galore"].contains(t.name))
-            parked.meta["galore"][t.name] = in.meta["galore"][t.name], any = true;
+    if (options_.state_policy == StatePolicy::keep)
+      for (const TensorSlot& t : layout_.tensors) {
+        if (t.layer < 0 || slot_of_layer_[t.layer] >= 0) continue;
+        const bool galore = is_galore(t);
+        if (galore ? !has_galore_state(in, t.name) : !has_adam_state(in, t.name)) continue;
+        StateBundle& parked = parked_[t.layer];
+        if (galore) {
+          add_galore_state(parked, t.name, read_galore_state(in, t, owlore::galore_state((int)t.rows, (int)t.cols, galore_config_)));
+          handled_galore.push_back(t.name);
+        } else {
+          add_adam_state(parked, t.name, read_adam_state(in, t));
+          handled_adam.push_back(t.name);
         }
-        if (any) parked_[l] = std::move(parked);
       }
+    check_optimizer_state_names(in, handled_adam, handled_galore);
     CUDA_CHECK(cudaStreamSynchronize(model_->stream()));
   }
 
@@ -334,7 +326,7 @@ class GpuBackend final : public TrainBackend {
   }
   void reset_slot(int slot) {
     const cudaStream_t s = model_->stream();
-    const size_t moment_bytes = options_.moments == "fp32" ? 4 : 2;
+    const size_t moment_bytes = options_.moments == MomentsDtype::fp32 ? 4 : 2;
     CUDA_CHECK(cudaMemsetAsync(slot_grads(slot), 0, slot_grad_floats_ * 4, s));
     char* moments = static_cast<char*>(plan_.ptr(i_moments_slots_)) + (size_t)slot * 2 * slot_moment_params_ * moment_bytes;
     CUDA_CHECK(cudaMemsetAsync(moments, 0, 2 * slot_moment_params_ * moment_bytes, s));
@@ -435,37 +427,34 @@ class GpuBackend final : public TrainBackend {
     CUDA_CHECK(cudaMemcpyAsync(device, host.data(), n * 4, cudaMemcpyHostToDevice, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
   }
-  // The CPU backend's format: galore.<name>.{projector,m,v} and meta galore[name].
-  void save_galore(StateBundle& out, nlohmann::json& meta, const TensorSlot& t, const GaloreGpuMatrix& st) {
-    out.tensors["galore." + t.name + ".projector"] =
-        st.has_projector ? download(st.projector, st.projector_numel()) : std::vector<float>{};
-    out.tensors["galore." + t.name + ".m"] = download(st.m, st.r_numel());
-    out.tensors["galore." + t.name + ".v"] = download(st.v, st.r_numel());
-    meta[t.name] = {{"rows", st.rows}, {"cols", st.cols}, {"rank", st.rank},
-                    {"right", st.side == ProjectionSide::right}, {"step", st.step},
-                    {"refreshes", st.refreshes}, {"captured_energy", st.captured_energy}};
+  GaloreState download_galore(const GaloreGpuMatrix& st) {
+    GaloreState out;
+    out.rows = st.rows, out.cols = st.cols, out.rank = st.rank, out.side = st.side;
+    if (st.has_projector) out.projector = download(st.projector, st.projector_numel());
+    out.m = download(st.m, st.r_numel());
+    out.v = download(st.v, st.r_numel());
+    out.step = st.step, out.refreshes = st.refreshes, out.captured_energy = st.captured_energy;
+    return out;
   }
-  void load_galore(const StateBundle& in, const TensorSlot& t, GaloreGpuMatrix& st) {
+  void upload_galore(GaloreGpuMatrix& st, const GaloreState& in) {
     galore_gpu_reset(st, model_->stream());
-    if (!in.meta.contains("galore") || !in.meta.at("galore").contains(t.name)) return;  // saved before it trained
-    const auto& j = in.meta.at("galore").at(t.name);
-    OWLORE_REQUIRE(j.at("rows").get<int>() == st.rows && j.at("cols").get<int>() == st.cols &&
-                       j.at("rank").get<int>() == st.rank,
-                   "trainer state: GaLore state of ", t.name, " is for another shape or rank");
-    const std::vector<float>& projector = in.tensors.at("galore." + t.name + ".projector");
-    st.has_projector = !projector.empty();
-    if (st.has_projector) upload(st.projector, projector, st.projector_numel(), t.name + " projector");
-    upload(st.m, in.tensors.at("galore." + t.name + ".m"), st.r_numel(), t.name + " GaLore m");
-    upload(st.v, in.tensors.at("galore." + t.name + ".v"), st.r_numel(), t.name + " GaLore v");
-    st.step = j.at("step").get<int>();
-    st.refreshes = j.at("refreshes").get<int>();
-    st.captured_energy = j.at("captured_energy").get<double>();
+    st.has_projector = !in.projector.empty();
+    if (st.has_projector) upload(st.projector, in.projector, st.projector_numel(), "GaLore projector");
+    upload(st.m, in.m, st.r_numel(), "GaLore m");
+    upload(st.v, in.v, st.r_numel(), "GaLore v");
+    st.step = in.step, st.refreshes = in.refreshes, st.captured_energy = in.captured_energy;
+  }
+  // A fresh state of the matrix's shape, rank and side: what a saved state must match.
+  static GaloreState expected_galore(const GaloreGpuMatrix& st) {
+    GaloreState s;
+    s.rows = st.rows, s.cols = st.cols, s.rank = st.rank, s.side = st.side;
+    return s;
   }
   // One moment array of tensor t (element offset inside its block) to and from host floats.
   std::vector<float> read_moments(const TensorSlot& t, int64_t offset) {
     std::vector<float> out(t.numel());
     const cudaStream_t s = model_->stream();
-    if (options_.moments == "fp32") {
+    if (options_.moments == MomentsDtype::fp32) {
       CUDA_CHECK(cudaMemcpyAsync(out.data(), plan_.as<float>(moment_block(t)) + offset, t.numel() * 4,
                                  cudaMemcpyDeviceToHost, s));
       CUDA_CHECK(cudaStreamSynchronize(s));
@@ -474,10 +463,7 @@ class GpuBackend final : public TrainBackend {
       CUDA_CHECK(cudaMemcpyAsync(raw.data(), plan_.as<uint16_t>(moment_block(t)) + offset, t.numel() * 2,
                                  cudaMemcpyDeviceToHost, s));
       CUDA_CHECK(cudaStreamSynchronize(s));
-      for (int64_t i = 0; i < t.numel(); i++) {
-        const uint32_t bits = (uint32_t)raw[i] << 16;
-        std::memcpy(&out[i], &bits, 4);
-      }
+      for (int64_t i = 0; i < t.numel(); i++) out[i] = bf16_to_float(raw[i]);
     }
     return out;
   }
@@ -485,16 +471,12 @@ class GpuBackend final : public TrainBackend {
     OWLORE_REQUIRE((int64_t)values.size() == t.numel(), "trainer state: moments of ", t.name, " have ", values.size(),
                    " values, expected ", t.numel());
     const cudaStream_t s = model_->stream();
-    if (options_.moments == "fp32") {
+    if (options_.moments == MomentsDtype::fp32) {
       CUDA_CHECK(cudaMemcpyAsync(plan_.as<float>(moment_block(t)) + offset, values.data(), t.numel() * 4,
                                  cudaMemcpyHostToDevice, s));
     } else {  // the values are bf16 already: take the upper half of each float
       std::vector<uint16_t> raw(t.numel());
-      for (int64_t i = 0; i < t.numel(); i++) {
-        uint32_t bits;
-        std::memcpy(&bits, &values[i], 4);
-        raw[i] = (uint16_t)(bits >> 16);
-      }
+      for (int64_t i = 0; i < t.numel(); i++) raw[i] = bf16_bits_of(values[i]);
       CUDA_CHECK(cudaMemcpyAsync(plan_.as<uint16_t>(moment_block(t)) + offset, raw.data(), t.numel() * 2,
                                  cudaMemcpyHostToDevice, s));
     }
@@ -509,42 +491,40 @@ class GpuBackend final : public TrainBackend {
   // and back into the slot it holds now: how the "keep" policy parks a layer in host memory.
   StateBundle export_layer(int l) {
     StateBundle out;
-    nlohmann::json steps = nlohmann::json::object(), galore = nlohmann::json::object();
+    begin_optimizer_state(out);
     for_each_in_layer(l, [&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
-      save_tensor_state(out, steps, galore, t, index, offset);
+      save_tensor_state(out, t, index, offset);
     });
-    out.meta["adam.steps"] = steps;
-    out.meta["galore"] = galore;
     return out;
   }
-  void import_layer(int l, const StateBundle& in) {
+  void import_layer(int l, const StateBundle& parked) {
+    StateReader in(parked, "the host-parked state of layer " + std::to_string(l));
     for_each_in_layer(l, [&](const TensorSlot& t, size_t index, const float*, int64_t offset) {
       load_tensor_state(in, t, index, offset);
     });
+    in.finish();
   }
-  // One tensor's optimizer state into a bundle in the save_state format, and back; false when the
-  // bundle holds no Adam state for it.
-  void save_tensor_state(StateBundle& out, nlohmann::json& steps, nlohmann::json& galore, const TensorSlot& t,
-                         size_t index, int64_t offset) {
+  // One tensor's optimizer state into a bundle in the schema, and back (it must be there).
+  void save_tensor_state(StateBundle& out, const TensorSlot& t, size_t index, int64_t offset) {
     if (is_galore(t)) {
-      save_galore(out, galore, t, galore_state(t, index));
+      add_galore_state(out, t.name, download_galore(galore_state(t, index)));
       return;
     }
-    out.tensors["adam." + t.name + ".m"] = read_moments(t, offset);
-    out.tensors["adam." + t.name + ".v"] = read_moments(t, offset + moment_stride(t));
-    steps[t.name] = tensor_steps_[index];
+    add_adam_state(out, t.name, {read_moments(t, offset), read_moments(t, offset + moment_stride(t)), tensor_steps_[index]});
   }
-  bool load_tensor_state(const StateBundle& in, const TensorSlot& t, size_t index, int64_t offset) {
-    if (is_galore(t)) {
-      load_galore(in, t, galore_state(t, index));
-      return true;
+  void load_tensor_state(StateReader& in, const TensorSlot& t, size_t index, int64_t offset) {
+    const bool galore = is_galore(t);
+    OWLORE_REQUIRE(galore ? has_galore_state(in, t.name) : has_adam_state(in, t.name), in.source(), ": no ",
+                   galore ? "GaLore" : "Adam", " state for ", t.name, ", which trains at this step");
+    if (galore) {
+      GaloreGpuMatrix& st = galore_state(t, index);
+      upload_galore(st, read_galore_state(in, t, expected_galore(st)));
+      return;
     }
-    const auto& steps = in.meta.at("adam.steps");
-    if (!steps.contains(t.name)) return false;
-    write_moments(t, offset, in.tensors.at("adam." + t.name + ".m"));
-    write_moments(t, offset + moment_stride(t), in.tensors.at("adam." + t.name + ".v"));
-    tensor_steps_[index] = steps[t.name].get<int>();
-    return true;
+    const AdamTensorState s = read_adam_state(in, t);
+    write_moments(t, offset, s.m);
+    write_moments(t, offset + moment_stride(t), s.v);
+    tensor_steps_[index] = s.step;
   }
   // Calls fn(tensor, index, gradient, moment offset) for the tensors of layer l (it holds a slot).
   template <typename Fn>
