@@ -19,7 +19,8 @@ const std::string kData = std::string(OWLORE_SOURCE_DIR) + "/data/tinyshakespear
 TEST(Cli, HelpListsEveryTrainFlagWithItsDefault) {
   const CliRun r = run("train --help");
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* flag : {"--preset", "--model", "--data", "--device TEXT=cpu", "--method TEXT=full", "--steps INT=200",
+  for (const char* flag : {"--preset", "--model", "--data", "--device NAME=auto", "--method NAME=full", "--steps INT=200",
+                           "--eps FLOAT=1e-06", "--keep-checkpoints INT=1", "--overwrite", "--resume",
                            "--batch", "--seq", "--grad-accum", "--lr", "--warmup", "--clip", "--val-every", "--seed"})
     EXPECT_NE(r.output.find(flag), std::string::npos) << "train --help lacks " << flag << "\n" << r.output;
 }
@@ -30,15 +31,35 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
   } cases[] = {
       {"train --preset tiny --data /missing.txt", "/missing.txt: cannot open data file"},
       {"train --preset nope --data " + kData, "unknown preset 'nope'"},
-      {"train --preset tiny --method sgd --data " + kData, "unknown method 'sgd'"},
+      {"train --preset tiny --method sgd --data " + kData, "--method: unknown value 'sgd' (expected full, lisa"},
       {"train --preset tiny --seq 4096 --data " + kData, "--seq 4096 does not fit"},
       {"train --preset tiny --steps many --data " + kData, "--steps"},
       {"train --preset tiny --batch 1.5 --data " + kData, "--batch"},
       {"train --preset tiny", "--data is required"},
       {"train --preset tiny --device cuda --offload-activations --data " + kData,
        "--offload-activations needs --recompute layer"},
-      {"train --preset tiny --offload-activations --recompute layer --data " + kData, "no meaning with --device cpu"},
-      {"train --preset tiny --recompute layer --data " + kData, "--recompute layer is a GPU option"},
+      {"train --preset tiny --device cpu --offload-activations --recompute layer --data " + kData,
+       "no meaning with --device cpu"},
+      {"train --preset tiny --device cpu --recompute layer --data " + kData, "--recompute layer is a GPU option"},
+      // Values that would silently mean something else.
+      {"train --preset tiny --seed '' --data " + kData, "--seed: an empty value is not allowed"},
+      {"train --preset tiny --steps= --data " + kData, "--steps"},
+      {"train --preset tiny --eps -1 --data " + kData, "--eps must be a finite number in (0, 1]"},
+      {"train --preset tiny --eps 0 --data " + kData, "--eps must be"},
+      {"train --preset tiny --weight-decay nan --data " + kData, "--weight-decay must be a finite number >= 0"},
+      {"train --preset tiny --weight-decay -0.1 --data " + kData, "--weight-decay must be"},
+      {"train --preset tiny --galore-scale inf --method galore --data " + kData, "--galore-scale must be a finite"},
+      {"train --preset tiny --lr inf --data " + kData, "--lr must be a finite number > 0"},
+      {"train --preset tiny --clip nan --data " + kData, "--clip must be a finite number"},
+      {"train --preset tiny --grad-accum 2147483647 --data " + kData, "tokens per step, more than"},
+      // Flags that do nothing for the method or the device are refused, not ignored.
+      {"train --preset tiny --rank 8 --data " + kData, "--rank has no effect with --method full"},
+      {"train --preset tiny --gamma 2 --data " + kData, "--gamma has no effect with --method full"},
+      {"train --preset tiny --method lisa --outlier-samples 4 --data " + kData,
+       "--outlier-samples has no effect with --method lisa"},
+      {"train --preset tiny --method galore --state keep --data " + kData, "--state has no effect with --method galore"},
+      {"train --preset tiny --device cpu --moments bf16 --data " + kData, "--moments has no effect with --device cpu"},
+      {"train --preset tiny --device cpu --lm-head-chunk 64 --data " + kData, "--lm-head-chunk has no effect"},
       {"frobnicate", "frobnicate"},
   };
   for (const Case& c : cases) {

@@ -110,7 +110,7 @@ TEST(OutliersCli, BadInputIsOneLineAndNonZero) {
       {"outliers --preset tiny --data " + kData, "--out is required"},
       {"outliers --preset tiny -o /tmp/x.json", "--data is required"},
       {"outliers --data " + kData + " -o /tmp/x.json", "give exactly one of --preset and --model"},
-      {"outliers --preset tiny --device tpu --data " + kData + " -o /tmp/x.json", "--device must be cpu or cuda"},
+      {"outliers --preset tiny --device tpu --data " + kData + " -o /tmp/x.json", "--device: unknown value 'tpu' (expected auto, cpu or cuda)"},
       {"outliers --preset tiny --threshold 0 --data " + kData + " -o /tmp/x.json", "--threshold must be > 0"},
       {"outliers --preset tiny --seq 0 --data " + kData + " -o /tmp/x.json", "--seq must be >= 1"},
       {"outliers --preset tiny --data /missing.txt -o /tmp/x.json", "/missing.txt: cannot open"},

@@ -25,8 +25,8 @@ void expect_twenty_steps_like_the_cpu(int batch, int grad_accum, const std::stri
   o.val_batches = 2;
   o.log_every = 5;
   TrainOptions gpu = o, cpu = o;
-  gpu.device = "cuda", gpu.out_dir = std::filesystem::temp_directory_path() / ("owlore_trainer_gpu_" + name);
-  cpu.device = "cpu", cpu.out_dir = std::filesystem::temp_directory_path() / ("owlore_trainer_cpu_" + name);
+  gpu.device = Device::cuda, gpu.out_dir = std::filesystem::temp_directory_path() / ("owlore_trainer_gpu_" + name);
+  cpu.device = Device::cpu, cpu.out_dir = std::filesystem::temp_directory_path() / ("owlore_trainer_cpu_" + name);
   const TrainResult rg = run_training(gpu), rc = run_training(cpu);
   ASSERT_EQ(rg.train_losses.size(), 20u);
   for (int i = 0; i < 20; i++) {
@@ -61,7 +61,7 @@ TEST(TrainerGpu, OwloreTwelveStepsMatchTheCpuTrainer) {
   TrainOptions o;
   o.preset = "tiny-gpu";
   o.data_path = std::string(OWLORE_SOURCE_DIR) + "/data/tinyshakespeare/input.txt";
-  o.method = "owlore";
+  o.method = Method::owlore;
   o.steps = 12;
   o.batch = 4;
   o.seq = 64;
@@ -76,8 +76,8 @@ TEST(TrainerGpu, OwloreTwelveStepsMatchTheCpuTrainer) {
   o.outlier_samples = 8;
   o.outlier_seq = 64;
   TrainOptions gpu = o, cpu = o;
-  cpu.device = "cpu", cpu.out_dir = std::filesystem::temp_directory_path() / "owlore_trainer_owlore_cpu";
-  gpu.device = "cuda", gpu.out_dir = std::filesystem::temp_directory_path() / "owlore_trainer_owlore_gpu";
+  cpu.device = Device::cpu, cpu.out_dir = std::filesystem::temp_directory_path() / "owlore_trainer_owlore_cpu";
+  gpu.device = Device::cuda, gpu.out_dir = std::filesystem::temp_directory_path() / "owlore_trainer_owlore_gpu";
   const TrainResult rc = run_training(cpu);
   gpu.outliers_path = cpu.out_dir + "/outliers.json";  // the CPU's D: both sample the same layers
   const TrainResult rg = run_training(gpu);

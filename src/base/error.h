@@ -20,6 +20,13 @@ template <typename... Parts>
   throw Error(message.str());
 }
 
+// A run stopped by a signal after saving its state: main exits with 128 + signal, the shell's
+// convention for a process ended by that signal.
+struct Interrupted : Error {
+  Interrupted(int signal_number, const std::string& message) : Error(message), signal(signal_number) {}
+  int signal;
+};
+
 }  // namespace owlore
 
 // Checks an invariant the user can violate (bad input); the message says what was expected.

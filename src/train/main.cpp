@@ -7,13 +7,17 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <iostream>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include "base/error.h"
-#include "model/config.h"
 #include "io/model_info.h"
+#include "model/config.h"
 #include "train/commands.h"
+#include "train/run_dir.h"
 #include "train/trainer.h"
 
 using namespace owlore;
@@ -26,14 +30,70 @@ std::string join(const std::vector<std::string>& items) {
   return out;
 }
 
-void add_train_command(CLI::App& app, TrainOptions& o) {
+// A flag that takes one of an enum's names: parsed once, here; --help shows the names and the
+// default.
+template <typename E, size_t N>
+CLI::Option* add_choice(CLI::App* app, const std::string& flag, E& value, const ChoiceTable<E, N>& table,
+                        const std::string& help) {
+  return app
+      ->add_option_function<std::string>(
+          flag, [&value, &table, flag](const std::string& text) { value = parse_choice(table, text, flag); },
+          help + " (" + choice_list(table) + ")")
+      ->type_name("NAME")
+      ->default_str(choice_name(table, value));
+}
+
+// Every option of every command refuses an empty value ("--seed ''" would otherwise read as 0).
+void refuse_empty_values(CLI::App& app) {
+  const CLI::Validator non_empty(
+      [](std::string& text) { return text.empty() ? std::string("an empty value is not allowed") : std::string(); },
+      "");
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    for (CLI::Option* option : sub->get_options())
+      if (option->get_expected_min() > 0 && option->get_name() != "--help") option->check(non_empty);
+}
+
+// The flags the user wrote after `train` (not those a config file supplies): options that do
+// nothing for the chosen method or device are refused only when given explicitly.
+std::vector<std::string> flags_given(int argc, char** argv) {
+  std::vector<std::string> out;
+  for (int i = 2; i < argc; i++) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--", 0) == 0 && arg.size() > 2) out.push_back(arg.substr(0, arg.find('=')));
+  }
+  return out;
+}
+
+// OUT/config.toml: the resolved flags of a train run, in the form --config reads back. Paths
+// that were not given (empty) and the flags that only steer this invocation are left out.
+std::string resolved_config(const CLI::App& train) {
+  std::istringstream lines(train.config_to_str(/*default_also=*/true, /*write_description=*/false));
+  std::string out =
+      "# owlore train: the resolved flags of this run (owlore --config FILE train ... reads them back;\n"
+      "# --resume finds this file in the checkpoint). Flags on the command line win over it.\n[train]\n";
+  for (std::string line; std::getline(lines, line);) {
+    const std::string key = line.substr(0, line.find('='));
+    const std::string value = line.substr(std::min(line.size(), key.size() + 1));
+    if (key == "resume" || key == "overwrite" || value == "\"\"" || value == "''" || value.empty()) continue;
+    out += line + "\n";
+  }
+  return out;
+}
+
+void add_train_command(CLI::App& app, TrainOptions& o, bool& no_checkpoint) {
   CLI::App* train = app.add_subcommand("train", "fine-tune or train a model");
+  train->fallthrough();  // --config belongs to the main app (CLI11 reads config files there)
+  train->footer(
+      "Config files: owlore --config FILE train [flags] reads flags from a TOML file (the [train] section, as "
+      "OUT/config.toml holds them); flags given on the command line win, and a later flag wins over an earlier "
+      "one. --resume DIR reads the checkpoint's own config.toml, so no flag needs restating.");
   train->add_option("--preset", o.preset, "model shape with fresh weights: " + join(preset_names()));
   train->add_option("--model", o.model_path, "checkpoint to fine-tune (safetensors dir/file or GGUF)");
-  train->add_option("--data", o.data_path, "training data: text, JSONL {question,answer}|{prompt,response}, or an OWLTOK1 token file; the tail is held out for validation")->required();
-  train->add_option("--device", o.device, "cpu or cuda")->capture_default_str();
-  train->add_option("--method", o.method, "full, lisa, owlore, ows or galore")->capture_default_str();
-  train->add_option("--out", o.out_dir, "output directory (metrics.jsonl, checkpoint/)")->capture_default_str();
+  train->add_option("--data", o.data_path, "training data: text, JSONL {question,answer}|{prompt,response}, or an OWLTOK1 token file; the tail is held out for validation");
+  add_choice(train, "--device", o.device, kDeviceChoices, "auto: the GPU when there is one");
+  add_choice(train, "--method", o.method, kMethodChoices, "training method (DESIGN.md §1)");
+  train->add_option("--out", o.out_dir, "run directory (metrics.jsonl, config.toml, checkpoint/)")->capture_default_str();
+  train->add_flag("--overwrite", o.overwrite, "replace an earlier run in --out (its checkpoints and metrics are deleted)");
   train->add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
   train->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
   train->add_option("--seq", o.seq, "tokens per sequence")->capture_default_str();
@@ -45,7 +105,10 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
   train->add_option("--weight-decay", o.weight_decay, "decoupled weight decay on matrices")->capture_default_str();
   train->add_option("--beta1", o.beta1, "Adam beta1")->capture_default_str();
   train->add_option("--beta2", o.beta2, "Adam beta2")->capture_default_str();
-  train->add_option("--eps", o.eps, "Adam epsilon")->capture_default_str();
+  train->add_option("--eps", o.eps,
+                    "Adam epsilon, for GaLore-Adam and the full-rank AdamW (embedding, head, norms, full/lisa/ows "
+                    "layers) alike; 1e-6 as the official GaLore optimizer")
+      ->capture_default_str();
   train->add_option("--clip", o.clip, "global gradient-norm clip (0: off)")->capture_default_str();
   train->add_option("--val-fraction", o.val_fraction, "fraction of the data held out")->capture_default_str();
   train->add_option("--val-every", o.val_every, "validate every N steps (0: only at start and end)")
@@ -55,42 +118,44 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
       ->capture_default_str();
   train->add_option("--seed", o.seed, "seed for initialization, data order and sampling")->capture_default_str();
   train->add_flag("--skip-bad-lines", o.skip_bad_lines, "JSONL data: skip (and report) malformed lines instead of stopping");
-  train->add_option("--moments", o.moments,
-                    "GPU full-rank Adam moments (embedding, head, norms; the layers of full, lisa, ows): fp32 or "
-                    "bf16; GaLore's low-rank moments are fp32")->capture_default_str();
-  train->add_option("--recompute", o.recompute, "GPU: none (keep every activation), cheap (recompute norms and SwiGLU) or layer (keep only each layer's input)")
-      ->capture_default_str();
+  add_choice(train, "--moments", o.moments, kMomentsChoices,
+             "GPU full-rank Adam moments (embedding, head, norms; the layers of full, lisa, ows); GaLore's low-rank "
+             "moments are fp32");
+  add_choice(train, "--recompute", o.recompute, kRecomputeChoices,
+             "GPU: keep every activation, recompute the norms and SwiGLU, or keep only each layer's input");
   train->add_flag("--offload-activations", o.offload_activations,
                   "GPU, with --recompute layer: keep the layer inputs in pinned host memory (two stay on the GPU); "
                   "the copies overlap the layers' compute");
   train->add_option("--lm-head-chunk", o.lm_head_chunk_tokens, "GPU: tokens per chunk of the fused LM head")
       ->capture_default_str();
   train->add_option("--save-every", o.save_every, "checkpoint every N steps (0: only at the end)")->capture_default_str();
-  train->add_option("--save-dtype", o.save_dtype, "checkpoint weights: bf16 or f32")->capture_default_str();
-  train->add_flag("!--no-checkpoint", o.save_final, "no checkpoint at the end (benchmarks)");
+  train->add_option("--keep-checkpoints", o.keep_checkpoints, "checkpoint-<step> directories kept (the newest)")
+      ->capture_default_str();
+  add_choice(train, "--save-dtype", o.save_dtype, kSaveDtypeChoices, "checkpoint weights (model.safetensors)");
+  train->add_flag("--no-checkpoint", no_checkpoint, "no checkpoint at the end (benchmarks)");
   train->add_option("--stop-at", o.stop_at, "stop after this step with a checkpoint; --resume continues (0: off)")
       ->capture_default_str();
-  train->add_option("--resume", o.resume_path, "continue from a checkpoint directory (e.g. OUT/checkpoint), bit-exactly");
+  train->add_option("--resume", o.resume_path,
+                    "continue bit-exactly from a checkpoint directory (OUT/checkpoint) or a run directory (OUT)");
   train->add_option("--gamma", o.gamma, "lisa/ows/owlore: decoder layers trained at once")->capture_default_str();
   train->add_option("--period", o.period, "lisa/ows/owlore: steps between re-samplings (K)")->capture_default_str();
-  train->add_option("--state", o.state_policy,
-                    "sampled layers' optimizer state when the sample changes: drop (a leaving layer starts fresh when it "
-                    "returns), keep (parked in host memory, restored on return) or reset (every layer restarts each period)")
-      ->capture_default_str();
+  add_choice(train, "--state", o.state_policy, kStatePolicyChoices,
+             "lisa/ows/owlore: a sampled layer's optimizer state when the sample changes: drop (it starts fresh when "
+             "it returns), keep (parked in host memory, restored on return) or reset (every layer restarts each period)");
   train->add_flag("--freeze-embeddings", o.freeze_embeddings, "embedding, final norm and LM head frozen too");
   train->add_option("--outliers", o.outliers_path, "ows/owlore: layerwise outlier file (default: computed, cached in --out)");
-  train->add_option("--outlier-threshold", o.outlier_threshold, "outlier score threshold M (x mean)")
+  train->add_option("--outlier-threshold", o.outlier_threshold, "ows/owlore: outlier score threshold M (x mean)")
       ->capture_default_str();
-  train->add_option("--outlier-samples", o.outlier_samples, "calibration sequences for the outlier scores")
+  train->add_option("--outlier-samples", o.outlier_samples, "ows/owlore: calibration sequences for the outlier scores")
       ->capture_default_str();
-  train->add_option("--outlier-seq", o.outlier_seq, "calibration tokens per sequence (at most --seq)")
+  train->add_option("--outlier-seq", o.outlier_seq, "ows/owlore: calibration tokens per sequence (at most --seq)")
       ->capture_default_str();
   train->add_option("--rank", o.rank, "owlore/galore: projection rank r")->capture_default_str();
   train->add_option("--proj-gap", o.proj_gap, "owlore/galore: projector refresh every T of a matrix's steps")
       ->capture_default_str();
   train->add_option("--galore-scale", o.galore_scale, "owlore/galore: update scale alpha")->capture_default_str();
-  train->add_option("--projector", o.projector, "owlore/galore: exact (SVD) or fast (randomized range finder)")
-      ->capture_default_str();
+  add_choice(train, "--projector", o.projector, kProjectorChoices,
+             "owlore/galore: exact SVD or the fast randomized range finder");
   train->add_option_function<std::string>(
       "--profile-steps",
       [&o](const std::string& range) {
@@ -102,12 +167,16 @@ void add_train_command(CLI::App& app, TrainOptions& o) {
           throw CLI::ValidationError("--profile-steps", "expected A:B (step numbers), got '" + range + "'");
         }
       },
-      "A:B: cudaProfilerStart/Stop around steps A..B (for nsys/ncu --profile-from-start off)");
-  train->callback([&o] { run_training(o); });
+      "GPU: A:B: cudaProfilerStart/Stop around steps A..B (for nsys/ncu --profile-from-start off)");
+  train->callback([&o, &no_checkpoint, train] {
+    o.save_final = !no_checkpoint;
+    o.config_toml = resolved_config(*train);
+    run_training(o);
+  });
 }
 
 void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, std::string& info_model,
-                        std::string& convert_model, std::string& convert_out, std::string& convert_dtype,
+                        std::string& convert_model, std::string& convert_out, SaveDtype& convert_dtype,
                         std::string& tok_model, std::string& tok_data, std::string& tok_out, bool& tok_skip) {
   CLI::App* info = app.add_subcommand("info", "print a model's config, parameter count, tensor types, tokenizer");
   info->add_option("--model", info_model, "GGUF, safetensors file, or Hugging Face checkpoint directory")->required();
@@ -129,9 +198,14 @@ void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, st
   eval->add_option("--model", ev.model_path, "model to evaluate");
   eval->add_option("--preset", ev.preset, "or a preset with fresh weights");
   eval->add_option("--data", ev.data_path, "text (all tokens), JSONL (answer tokens only) or token file")->required();
-  eval->add_option("--device", ev.device, "cpu or cuda")->capture_default_str();
+  add_choice(eval, "--device", ev.device, kDeviceChoices, "auto: the GPU when there is one");
   eval->add_option("--batch", ev.batch, "sequences per batch")->capture_default_str();
   eval->add_option("--seq", ev.seq, "tokens per sequence")->capture_default_str();
+  add_choice(eval, "--split", ev.split, kEvalSplitChoices,
+             "all: every sequence of the data; train / val: the rows `train --seq S --val-fraction F` trains on / "
+             "holds out");
+  eval->add_option("--val-fraction", ev.val_fraction, "with --split train|val: the held-out fraction of the run")
+      ->capture_default_str();
   eval->add_option("--max-batches", ev.max_batches, "stop after N batches (0: all data)")->capture_default_str();
   eval->add_flag("--skip-bad-lines", ev.skip_bad_lines, "JSONL: skip (and report) malformed lines");
   eval->callback([&ev] { run_eval(ev); });
@@ -139,7 +213,7 @@ void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, st
   CLI::App* convert = app.add_subcommand("convert", "write any supported model as a Hugging Face checkpoint");
   convert->add_option("--model", convert_model, "GGUF, safetensors or HF directory")->required();
   convert->add_option("--out", convert_out, "output directory (config.json + model.safetensors)")->required();
-  convert->add_option("--dtype", convert_dtype, "bf16 or f32")->capture_default_str();
+  add_choice(convert, "--dtype", convert_dtype, kSaveDtypeChoices, "weights of model.safetensors");
   convert->callback([&] { run_convert(convert_model, convert_out, convert_dtype); });
 
   CLI::App* tokenize = app.add_subcommand("tokenize", "tokenize text into an OWLTOK1 token file");
@@ -156,7 +230,7 @@ void add_outliers_command(CLI::App& app, OutliersOptions& o) {
   outliers->add_option("--preset", o.preset, "or a preset with fresh weights");
   outliers->add_option("--data", o.data_path, "calibration data (text, JSONL or token file), packed as train does")
       ->required();
-  outliers->add_option("--device", o.device, "cpu or cuda")->capture_default_str();
+  add_choice(outliers, "--device", o.device, kDeviceChoices, "auto: the GPU when there is one");
   outliers->add_option("--threshold", o.threshold, "outlier score threshold M (x mean)")->capture_default_str();
   outliers->add_option("--samples", o.samples, "calibration sequences (fewer if the data has fewer)")
       ->capture_default_str();
@@ -167,22 +241,56 @@ void add_outliers_command(CLI::App& app, OutliersOptions& o) {
   outliers->callback([&o] { run_outliers(o); });
 }
 
+// `train --resume DIR` without --config: the checkpoint's own config.toml supplies every flag
+// not given, so the arguments gain "--config DIR/config.toml" ahead of the command.
+std::vector<std::string> with_resume_config(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  if (argc < 2 || args[1] != "train") return args;
+  std::string resume;
+  for (int i = 2; i < argc; i++) {
+    if (args[i] == "--config" || args[i].rfind("--config=", 0) == 0) return args;
+    if (args[i] == "--resume" && i + 1 < argc) resume = args[i + 1];
+    if (args[i].rfind("--resume=", 0) == 0) resume = args[i].substr(9);
+  }
+  if (resume.empty()) return args;
+  std::error_code ec;
+  std::string config;
+  try {
+    config = resolve_checkpoint_dir(resume) + "/config.toml";
+  } catch (const Error&) {
+    return args;  // the trainer says what is wrong with the path
+  }
+  if (std::filesystem::is_regular_file(config, ec)) args.insert(args.begin() + 1, {"--config", config});
+  return args;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Line-buffered stdout also into files and pipes: a run's header and progress appear as they
+  // happen, not when a 4 KiB buffer fills.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   CLI::App app{"owlore: fine-tune LLaMA-class models on one GPU with layerwise sampling and low-rank Adam"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("owlore 0.1"));
+  // A flag given twice takes its last value: later flags (and the command line over a config
+  // file) win, so a script's defaults can be overridden by appending flags.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.set_config("--config", "", "train: read flags from a TOML file (see owlore train --help)");
   TrainOptions train_options;
-  add_train_command(app, train_options);
+  bool no_checkpoint = false;
+  add_train_command(app, train_options, no_checkpoint);
+  train_options.given_flags = flags_given(argc, argv);
   GenerateOptions generate_options;
   EvalOptions eval_options;
-  std::string info_model, convert_model, convert_out, convert_dtype = "f32", tok_model, tok_data, tok_out;
+  std::string info_model, convert_model, convert_out, tok_model, tok_data, tok_out;
+  SaveDtype convert_dtype = SaveDtype::f32;
   bool tok_skip = false;
   add_other_commands(app, generate_options, eval_options, info_model, convert_model, convert_out, convert_dtype,
                      tok_model, tok_data, tok_out, tok_skip);
   OutliersOptions outliers_options;
   add_outliers_command(app, outliers_options);
+  refuse_empty_values(app);
   if (argc > 1 && argv[1][0] != '-') {
     std::vector<std::string> commands;
     for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) commands.push_back(sub->get_name());
@@ -191,16 +299,20 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
+  std::vector<std::string> args = with_resume_config(argc, argv);
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
   try {
-    app.parse(argc, argv);
+    app.parse((int)arg_ptrs.size(), arg_ptrs.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const std::exception& e) {
     // A progress line may be open on the terminal: end it so the error stands on its own line.
     if (isatty(fileno(stdout))) std::printf("\n");
     std::fflush(stdout);
-    std::fprintf(stderr, "owlore: error: %s\n", e.what());
-    return 1;
+    const auto* interrupted = dynamic_cast<const Interrupted*>(&e);
+    std::fprintf(stderr, "owlore: %s: %s\n", interrupted ? "stopped" : "error", e.what());
+    return interrupted ? 128 + interrupted->signal : 1;
   }
   return 0;
 }

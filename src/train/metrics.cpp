@@ -17,8 +17,9 @@ void MetricsLog::write(const nlohmann::json& record) {
   OWLORE_REQUIRE(file_.good(), path_, ": write failed (disk full?)");
 }
 
-Progress::Progress(int total_steps, int log_every)
-    : total_steps_(total_steps), log_every_(log_every < 1 ? 1 : log_every), terminal_(isatty(fileno(stdout))) {}
+Progress::Progress(int first_step_done, int total_steps, int log_every)
+    : first_step_done_(first_step_done),
+      total_steps_(total_steps), log_every_(log_every < 1 ? 1 : log_every), terminal_(isatty(fileno(stdout))) {}
 
 std::string format_duration(double seconds) {
   if (!(seconds >= 0) || seconds > 1e8) return "--:--";
@@ -34,7 +35,8 @@ std::string format_duration(double seconds) {
 void Progress::step(int step, double loss, double lr, double tokens_per_s, double elapsed_s) {
   const bool due = terminal_ || step % log_every_ == 0 || step == total_steps_ || step == 1;
   if (!due) return;
-  const double eta = step > 0 ? elapsed_s / step * (total_steps_ - step) : -1;
+  const int done_here = step - first_step_done_;
+  const double eta = done_here > 0 ? elapsed_s / done_here * (total_steps_ - step) : -1;
   char text[256];
   std::snprintf(text, sizeof text, "step %*d/%d | loss %.4f | lr %.3e | %.0f tok/s | elapsed %s | ETA %s",
                 (int)std::to_string(total_steps_).size(), step, total_steps_, loss, lr, tokens_per_s,

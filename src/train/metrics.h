@@ -24,7 +24,9 @@ class MetricsLog {
 
 class Progress {
  public:
-  Progress(int total_steps, int log_every);
+  // first_step_done: the step a resumed run starts after (0 for a fresh run), so the ETA counts
+  // only the steps this process runs.
+  Progress(int first_step_done, int total_steps, int log_every);
   // Called once per step; prints when due (every step on a terminal, every log_every otherwise).
   void step(int step, double loss, double lr, double tokens_per_s, double elapsed_s);
   // A line that must not be overwritten (validation, notices).
@@ -32,7 +34,7 @@ class Progress {
   void finish();
 
  private:
-  int total_steps_, log_every_;
+  int first_step_done_, total_steps_, log_every_;
   bool terminal_;
   bool dirty_ = false;  // a \r progress line is on screen
 };

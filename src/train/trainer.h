@@ -6,6 +6,9 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "model/model_gpu.h"
+#include "optim/optimizer_options.h"
+#include "train/options.h"
 
 namespace owlore {
 
@@ -14,8 +17,8 @@ struct TrainOptions {
   std::string preset;       // a named shape with fresh weights (tiny models, benchmarks) ...
   std::string model_path;   // ... or a checkpoint (safetensors dir/file, GGUF)
   std::string data_path;
-  std::string device = "cpu";
-  std::string method = "full";
+  Device device = Device::automatic;
+  Method method = Method::full;
   std::string out_dir = "runs/train";
   // how long and how big
   int steps = 200;
@@ -27,7 +30,7 @@ struct TrainOptions {
   float min_lr_ratio = 0.1f;
   int warmup_steps = -1;    // -1: 5% of steps
   float weight_decay = 0.0f;
-  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-6f;  // ε: OptimizerOptions says why 1e-6
   float clip = 1.0f;        // global gradient-norm clip; 0 disables
   // evaluation and reporting
   double val_fraction = 0.05;
@@ -37,21 +40,30 @@ struct TrainOptions {
   uint64_t seed = 0;
   // data and memory
   bool skip_bad_lines = false;       // JSONL: skip (and report) malformed lines instead of stopping
-  std::string moments = "fp32";      // GPU full-rank Adam moments: fp32 or bf16
+  MomentsDtype moments = MomentsDtype::fp32;  // GPU full-rank Adam moments
   int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
-  std::string recompute = "none";    // GPU activations: none (keep all), cheap (recompute norms, SwiGLU), layer
+  Recompute recompute = Recompute::none;  // GPU activations: keep all, recompute norms and SwiGLU, or keep layer inputs
   bool offload_activations = false;  // --recompute layer: layer inputs in pinned host memory
   int save_every = 0;                // write a checkpoint every N steps (0: only at the end)
   bool save_final = true;            // false (--no-checkpoint): no checkpoint at the end (benchmarks)
-  std::string save_dtype = "bf16";   // checkpoint weights: bf16 or f32
-  std::string resume_path;           // a checkpoint directory to continue from (bit-exact)
+  SaveDtype save_dtype = SaveDtype::bf16;  // checkpoint weights
+  std::string resume_path;           // a checkpoint directory (or a run directory) to continue from, bit-exactly
+  bool overwrite = false;            // a fresh run may replace an earlier run in out_dir
+  int keep_checkpoints = 1;          // checkpoint-<step> directories kept (the newest; the linked one always)
+  // The resolved flags as TOML (the CLI fills it): written to <out>/config.toml and into every
+  // checkpoint, so `--resume OUT` needs no restated flags. Empty: none written (tests).
+  std::string config_toml;
+  // The flags the user gave on the command line (the CLI fills it): a flag that does nothing for
+  // the method or the device (--rank with --method full, --moments on the CPU) is refused when
+  // given, rather than ignored.
+  std::vector<std::string> given_flags;
   int stop_at = 0;                   // stop after this step with a checkpoint (0: run to --steps)
   int profile_first = 0, profile_last = 0;  // --profile-steps A:B: cudaProfilerStart/Stop around them
   // layerwise sampling (lisa, ows, owlore; DESIGN.md §1)
   int gamma = 5;                     // decoder layers trained at once
   int period = 50;                   // K: steps between re-samplings
   bool freeze_embeddings = false;    // embedding, final norm and head frozen too
-  std::string state_policy = "drop"; // a leaving layer's optimizer state: drop, keep (host) or reset per period
+  StatePolicy state_policy = StatePolicy::drop;  // a leaving layer's optimizer state
   std::string outliers_path;         // D file (owlore outliers); computed and cached when empty
   double outlier_threshold = 13.0;   // M
   int outlier_samples = 128;         // calibration sequences (fewer if the data has fewer)
@@ -60,7 +72,7 @@ struct TrainOptions {
   int rank = 256;
   int proj_gap = 100;
   float galore_scale = 1.0f;
-  std::string projector = "exact";   // exact or fast
+  ProjectorMode projector = ProjectorMode::exact;
 };
 
 struct TrainResult {
@@ -76,8 +88,5 @@ LoadedModel load_model_or_preset(const std::string& model_path, const std::strin
 
 // Validates options (each error names the flag), trains, writes <out>/metrics.jsonl.
 TrainResult run_training(const TrainOptions& options);
-
-// The methods the trainer knows; throws naming the method if it is unknown or not yet available.
-void check_method(const std::string& method);
 
 }  // namespace owlore
