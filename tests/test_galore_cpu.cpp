@@ -1,16 +1,20 @@
 // GaLore-Adam CPU twin (DESIGN.md §1): each step equals the DESIGN formula transcribed here in
 // double; the projector spans the top-r singular subspace; clipping commutes with projection;
 // R accumulates over micro-batches; the fast projector captures the exact projector's energy and
-// its warm start beats a cold start on a slowly changing gradient.
+// its warm start beats a cold start on a slowly changing gradient; every projector path follows
+// the sign convention (svd_cpu.h), so a matrix whose projected-side columns are permuted or
+// negated, or the negated matrix, gets the correspondingly permuted and negated basis, oriented.
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>
 #include <Eigen/SVD>
 #include <cmath>
 #include <cstdio>
+#include <string>
 
 #include "base/error.h"
 #include "optim/galore_cpu.h"
+#include "optim/svd_cpu.h"
 #include "test_util.h"
 
 namespace owlore {
@@ -267,6 +271,132 @@ TEST(GaloreCpu, WarmStartBeatsColdOnSlowlyChangingGradient) {
   std::printf("mean energy shortfall vs exact over refreshes 4..%d: warm %.5f, cold %.5f\n", refreshes - 1,
               warm_gap / (refreshes - 4), cold_gap / (refreshes - 4));
   EXPECT_LT(warm_gap, 0.5 * cold_gap);
+}
+
+TEST(GaloreCpu, OrientSingularVectorsFollowsTheConvention) {
+  // Rows: the largest |x| negative → negated; a tie of +a, −a → the lower index's sign decides; a
+  // zero vector is left alone; one entry.
+  std::vector<float> rows = {0.1f, -0.5f, 0.3f, /**/ 0.5f, -0.5f, 0.2f, /**/ -0.5f, 0.5f, 0.2f, /**/ 0.0f, 0.0f, 0.0f};
+  orient_singular_vectors(rows.data(), 4, 3, 3, 1);
+  EXPECT_EQ(rows, (std::vector<float>{-0.1f, 0.5f, -0.3f, 0.5f, -0.5f, 0.2f, 0.5f, -0.5f, -0.2f, 0.0f, 0.0f, 0.0f}));
+  std::vector<float> one = {-2.0f};
+  orient_singular_vectors(one.data(), 1, 1, 1, 1);
+  EXPECT_EQ(one[0], 2.0f);
+  // Columns of a 3×2 row-major P: (vector stride 1, element stride 2).
+  std::vector<float> P = {0.2f, 0.9f, /**/ -0.7f, 0.1f, /**/ 0.3f, -0.95f};
+  orient_singular_vectors(P.data(), 2, 3, 1, 2);
+  EXPECT_EQ(P, (std::vector<float>{-0.2f, -0.9f, 0.7f, -0.1f, -0.3f, 0.95f}));
+}
+
+// G = U·diag(σ)·Vᵀ with σ_k = 10·q^k over all min(m, n) directions (well separated: the basis is
+// defined up to sign only) and Haar-random U, V; `period` > 0 rotates U and V partway (X + 0.5·X_p
+// before orthonormalization), so successive periods share the spectrum but not the vectors.
+std::vector<float> separated_spectrum(int m, int n, double q, uint64_t seed, int period = 0) {
+  const int L = std::min(m, n);
+  Rng rng(seed), turn(seed + 1000 * (uint64_t)(period + 1));
+  MatrixD U(m, L), V(n, L);
+  for (int i = 0; i < U.size(); i++) U.data()[i] = rng.normal() + (period > 0 ? 0.5 * turn.normal() : 0.0);
+  for (int i = 0; i < V.size(); i++) V.data()[i] = rng.normal() + (period > 0 ? 0.5 * turn.normal() : 0.0);
+  U = Eigen::HouseholderQR<MatrixD>(U).householderQ() * MatrixD::Identity(m, L);
+  V = Eigen::HouseholderQR<MatrixD>(V).householderQ() * MatrixD::Identity(n, L);
+  Eigen::VectorXd sigma(L);
+  for (int k = 0; k < L; k++) sigma[k] = 10.0 * std::pow(q, k);
+  return from_eigen(U * sigma.asDiagonal() * V.transpose());
+}
+
+// The projector's r vectors as the rows of an r × side matrix: Q itself, or Pᵀ.
+MatrixD projector_vectors(const GaloreState& s) {
+  if (s.side == ProjectionSide::right) return to_eigen(s.projector.data(), s.rank, s.cols);
+  return to_eigen(s.projector.data(), s.rows, s.rank).transpose();
+}
+
+// Every vector's largest |entry| (the first of a tie) is positive, exactly: the twin orients the
+// float result, so there is no rounding between the convention and what is stored.
+void expect_oriented(const GaloreState& s, const std::string& what) {
+  const MatrixD vectors = projector_vectors(s);
+  for (int k = 0; k < vectors.rows(); k++) {
+    int largest = 0;
+    for (int i = 1; i < vectors.cols(); i++)
+      if (std::fabs(vectors(k, i)) > std::fabs(vectors(k, largest))) largest = i;
+    EXPECT_GT(vectors(k, largest), 0.0) << what << ": vector " << k << "'s largest entry (index " << largest
+                                        << ") is not positive";
+  }
+}
+
+enum class Path { exact, fast_cold, fast_warm };
+const char* path_name(Path p) { return p == Path::exact ? "exact" : p == Path::fast_cold ? "fast cold" : "fast warm"; }
+
+// The projector of G by one path. fast_warm first refreshes cold on G_previous, then warm on G.
+GaloreState projector_by(Path path, const std::vector<float>& G, const std::vector<float>& G_previous, int m, int n,
+                         int rank) {
+  GaloreConfig c;
+  c.rank = rank;
+  c.mode = path == Path::exact ? ProjectorMode::exact : ProjectorMode::fast;
+  GaloreState s = galore_state(m, n, c);
+  Rng rng(23);
+  if (path == Path::fast_warm) galore_refresh(s, G_previous.data(), c, rng);
+  galore_refresh(s, G.data(), c, rng);
+  return s;
+}
+
+TEST(GaloreCpu, EveryProjectorPathIsOriented) {
+  for (Case shape : {Case{37, 53, 4}, Case{53, 37, 4}, Case{64, 200, 6}, Case{200, 64, 6}, Case{17, 9, 64}})
+    for (Path path : {Path::exact, Path::fast_cold, Path::fast_warm}) {
+      // A gradient-like G (noise-dominated tail) and a changed one for the warm refresh.
+      const std::vector<float> G0 = low_rank_plus_noise(shape.m, shape.n, 0.8, 0.05, 3),
+                               G1 = low_rank_plus_noise(shape.m, shape.n, 0.8, 0.05, 4);
+      const GaloreState s = projector_by(path, G1, G0, shape.m, shape.n, shape.rank);
+      expect_oriented(s, std::to_string(shape.m) + "x" + std::to_string(shape.n) + " " + path_name(path));
+    }
+}
+
+// The convention makes the basis a function of the matrix, not of how a factorization happened to
+// meet it: permuting and negating the projected side's coordinates (G's columns on the right, its
+// rows on the left) permutes and negates each vector's entries, and −G has G's basis. Every path
+// commutes with those maps (Ω multiplies the other side), so the results agree to rounding.
+TEST(GaloreCpu, PermutedAndNegatedMatricesGiveTheConventionedBasis) {
+  for (Case shape : {Case{37, 53, 4}, Case{53, 37, 4}, Case{64, 200, 6}, Case{200, 64, 6}}) {
+    const int m = shape.m, n = shape.n;
+    const bool right = m >= n;
+    const int side = right ? n : m;
+    // coordinate j of the variant is sign[j] · coordinate perm[j] of G
+    std::vector<int> perm(side);
+    std::vector<float> sign(side);
+    Rng draw(41);
+    for (int j = 0; j < side; j++) perm[j] = j, sign[j] = draw.below(2) ? -1.0f : 1.0f;
+    for (int j = side - 1; j > 0; j--) std::swap(perm[j], perm[draw.below(j + 1)]);
+    auto permuted = [&](const std::vector<float>& G) {
+      std::vector<float> out(G.size());
+      for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++)
+          out[(size_t)i * n + j] = right ? sign[j] * G[(size_t)i * n + perm[j]] : sign[i] * G[(size_t)perm[i] * n + j];
+      return out;
+    };
+    auto negated = [](std::vector<float> G) {
+      for (float& x : G) x = -x;
+      return G;
+    };
+    const std::vector<float> G0 = separated_spectrum(m, n, 0.7, 5 + m), G1 = separated_spectrum(m, n, 0.7, 5 + m, 1);
+    for (Path path : {Path::exact, Path::fast_cold, Path::fast_warm}) {
+      const GaloreState base = projector_by(path, G1, G0, m, n, shape.rank);
+      // The expected basis: base's vectors with the coordinates mapped, then oriented.
+      const MatrixD vectors = projector_vectors(base);
+      std::vector<float> expected((size_t)shape.rank * side);
+      for (int k = 0; k < shape.rank; k++)
+        for (int j = 0; j < side; j++) expected[(size_t)k * side + j] = sign[j] * (float)vectors(k, perm[j]);
+      orient_singular_vectors(expected.data(), shape.rank, side, side, 1);
+      const MatrixD want = to_eigen(expected.data(), shape.rank, side);
+      for (const bool permute : {true, false}) {
+        const GaloreState variant = permute ? projector_by(path, permuted(G1), permuted(G0), m, n, shape.rank)
+                                            : projector_by(path, negated(G1), negated(G0), m, n, shape.rank);
+        const MatrixD got = projector_vectors(variant);
+        const double err = (got - (permute ? want : vectors)).rowwise().norm().maxCoeff();
+        EXPECT_LE(err, 1e-5) << m << "x" << n << " r=" << shape.rank << " " << path_name(path)
+                             << (permute ? ", projected side permuted and negated" : ", G negated")
+                             << ": largest vector difference from the conventioned basis " << err << " (bound 1e-5)";
+      }
+    }
+  }
 }
 
 TEST(GaloreCpu, RejectsMismatchedShapes) {

@@ -15,13 +15,15 @@
 // layer's arena are not 16-byte aligned at odd sizes); the GEMMs dominate. Not yet measured on a
 // GPU (written without device time; the refresh timing is printed by tests/test_galore_gpu).
 // The fast refresh's helpers (splitmix_normal_f32, shift_diagonal_f32, flag_failure,
-// reverse_columns_f32) are small next to the GEMMs and cuSOLVER calls around them: a 4096×11008
-// r=256 refresh takes 6.0 ms warm, 8.6 ms cold on an H200 (tools/bench_refresh,
+// reverse_columns_f32) and every refresh's sign convention (orient_singular_vectors_f32, r blocks)
+// are small next to the GEMMs and cuSOLVER calls around them: a 4096×11008 r=256 refresh takes
+// 6.0 ms warm, 8.6 ms cold on an H200 (tools/bench_refresh,
 // docs/bench/refresh-h200-2026-11-28.md).
 #pragma once
 #include <cusolverDn.h>
 
 #include <algorithm>
+#include <climits>
 #include <string>
 
 #include "kernels/adamw.cuh"
@@ -150,6 +152,38 @@ static __global__ void reverse_columns_kernel(float* __restrict__ out, const flo
   }
 }
 
+// One block per vector: the index of the largest |x| (the lowest on a tie; none when all are
+// zero or NaN), then the whole vector negated when that entry is negative.
+static __global__ void orient_vectors_kernel(float* __restrict__ vectors, int length, int64_t vector_stride,
+                                             int64_t element_stride) {
+  float* v = vectors + (int64_t)blockIdx.x * vector_stride;
+  float best = 0.0f;
+  int index = INT_MAX;
+  for (int i = threadIdx.x; i < length; i += blockDim.x) {  // increasing i: strictly greater keeps the lowest
+    const float a = fabsf(v[i * element_stride]);
+    if (a > best) best = a, index = i;
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, best, offset);
+    const int other_index = __shfl_xor_sync(0xffffffffu, index, offset);
+    if (other > best || (other == best && other_index < index)) best = other, index = other_index;
+  }
+  __shared__ float warp_best[32];
+  __shared__ int warp_index[32];
+  __shared__ bool negate;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  if (lane == 0) warp_best[warp] = best, warp_index[warp] = index;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < warps; w++)
+      if (warp_best[w] > best || (warp_best[w] == best && warp_index[w] < index)) best = warp_best[w], index = warp_index[w];
+    negate = index < length && v[index * element_stride] < 0.0f;
+  }
+  __syncthreads();
+  if (negate)
+    for (int i = threadIdx.x; i < length; i += blockDim.x) v[i * element_stride] = -v[i * element_stride];
+}
+
 }  // namespace galore_detail
 
 // Adam on the projected gradient: N = m/(sqrt(v)+eps) after the moment update with grad_scale·R.
@@ -244,6 +278,21 @@ inline void reverse_columns_f32(float* out /*(rows,cols) col-major*/, const floa
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>(ceil_div((int64_t)rows * cols, threads), 4096);
   galore_detail::reverse_columns_kernel<<<(unsigned)blocks, threads, 0, stream>>>(out, in, rows, cols, n_in);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The projectors' sign convention (optim/svd_cpu.h, orient_singular_vectors, is the twin and says
+// why): vector k (entry i at vectors[k·vector_stride + i·element_stride]) is negated when its
+// entry of largest magnitude (the lowest index on a tie) is negative. Rows of Q (r×n): (r, n, n, 1);
+// columns of P (m×r): (r, m, 1, r), strided but r·m floats next to a refresh's GEMMs.
+inline void orient_singular_vectors_f32(float* vectors, int count, int length, int64_t vector_stride,
+                                        int64_t element_stride, cudaStream_t stream) {
+  NvtxRange range("orient_singular_vectors_f32");
+  KERNEL_REQUIRE(count > 0 && length > 0, "orient_singular_vectors_f32", "count and length must be positive");
+  KERNEL_REQUIRE(vectors, "orient_singular_vectors_f32", "null pointer");
+  const int threads = (int)std::min<int64_t>(256, (length + 31) / 32 * 32);  // whole warps
+  galore_detail::orient_vectors_kernel<<<(unsigned)count, threads, 0, stream>>>(vectors, length, vector_stride,
+                                                                                element_stride);
   CUDA_CHECK_LAUNCH();
 }
 

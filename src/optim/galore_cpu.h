@@ -67,8 +67,6 @@ GaloreState galore_state(int rows, int cols, const GaloreConfig& config);
 // Whether the next step must refresh the projector: none yet, or step % T == 0.
 bool galore_refresh_due(const GaloreState& state, const GaloreConfig& config);
 
-// Computes a new projector from G (m×n) by config.mode and records its captured energy. The
-// moments are untouched. Fast mode draws Ω from rng on cold starts.
 // The generator of a matrix's next randomized refresh, keyed by (seed, tensor, refreshes so far)
 // rather than drawn from one stream: the draws do not depend on the order in which matrices
 // refresh (the GPU refreshes inside the backward, top layer first; the CPU in the optimizer step),
@@ -78,6 +76,9 @@ inline Rng refresh_rng(uint64_t seed, size_t tensor_index, int refreshes) {
   return Rng(mix.next_u64());
 }
 
+// Computes a new projector from G (m×n) by config.mode, its vectors oriented by the sign
+// convention of svd_cpu.h, and records its captured energy. The moments are untouched. Fast mode
+// draws Ω from rng on cold starts.
 void galore_refresh(GaloreState& state, const float* G /*(m,n)*/, const GaloreConfig& config, Rng& rng);
 
 // R = G·Qᵀ (right) or Pᵀ·G (left) with the current projector. Overwrites R.

@@ -373,6 +373,9 @@ double GaloreGpu::refresh(GaloreGpuMatrix& s, const float* G, Rng& rng) {
                  "GaLore (GPU): a ", s.rows, " x ", s.cols, " matrix is larger than the workspace was sized for");
   if (config_.mode == ProjectorMode::exact) refresh_exact(s, G);
   else refresh_fast(s, G, rng);
+  // The twin's sign convention (svd_cpu.h): the kept moments meet the new basis vector by vector.
+  if (s.side == ProjectionSide::right) orient_singular_vectors_f32(s.projector, s.rank, s.cols, s.cols, 1, stream_);
+  else orient_singular_vectors_f32(s.projector, s.rank, s.rows, 1, s.rank, stream_);
   s.has_projector = true;
   s.refreshes++;
   // Captured energy ‖R‖²/‖G‖² with the new projector (fp32 sums; the twin sums in double).

@@ -26,9 +26,11 @@
 //    V of M (syevd, ascending), projector rows = (B·V[:, top r, descending])ᵀ: B·V are the right
 //    singular vectors of C. M squares C's condition number, so directions whose σ² sits below
 //    ~1e-6·σ1² are resolved only roughly, which moves the captured energy by less than that.
-// Singular vectors are defined up to sign (and, at repeated singular values, up to rotation): the
-// GPU projector spans the twin's subspace but may differ in signs. The update is sign-invariant
-// within one projector; across a refresh the kept moments meet the new signs as in the reference.
+// Every refresh ends with the twin's sign convention (orient_singular_vectors in svd_cpu.h: each
+// vector's largest-magnitude entry positive), so on well-separated singular values the GPU
+// projector is the twin's element by element, not only its span, and the moments, kept across a
+// refresh, meet the same basis on both. At repeated singular values the basis is still defined
+// only up to a rotation within them.
 //
 // Memory: the state of one matrix (projector, moments) lives in caller memory (the backend's
 // slots); GaloreGpu owns the handles and one workspace sized at construction for the largest

@@ -1,6 +1,7 @@
 #include "optim/svd_cpu.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <Eigen/Dense>
 #include <Eigen/SVD>
@@ -17,7 +18,9 @@ using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 MatrixD load(const float* A, int m, int n) { return Eigen::Map<const RowMajorF>(A, m, n).cast<double>(); }
 
 void store_rows(float* out, const MatrixD& columns /*(n, r): vectors as columns*/) {
-  Eigen::Map<RowMajorF>(out, columns.cols(), columns.rows()) = columns.transpose().cast<float>();
+  const int r = (int)columns.cols(), n = (int)columns.rows();
+  Eigen::Map<RowMajorF>(out, r, n) = columns.transpose().cast<float>();
+  orient_singular_vectors(out, r, n, n, 1);
 }
 
 // An orthonormal basis of the columns of Y (thin Householder QR).
@@ -40,6 +43,20 @@ void check_sizes(const char* what, int m, int n, int r) {
 }
 
 }  // namespace
+
+void orient_singular_vectors(float* vectors, int count, int length, int64_t vector_stride, int64_t element_stride) {
+  OWLORE_REQUIRE(count >= 0 && length >= 0, "orient_singular_vectors: negative count (", count, ") or length (",
+                 length, ")");
+  for (int k = 0; k < count; k++) {
+    float* v = vectors + k * vector_stride;
+    int largest = -1;
+    float largest_abs = 0.0f;
+    for (int i = 0; i < length; i++)  // strictly greater: the lowest index wins a tie
+      if (std::fabs(v[i * element_stride]) > largest_abs) largest_abs = std::fabs(v[i * element_stride]), largest = i;
+    if (largest >= 0 && v[largest * element_stride] < 0.0f)
+      for (int i = 0; i < length; i++) v[i * element_stride] = -v[i * element_stride];
+  }
+}
 
 void top_right_singular_exact(float* out, const float* A_in, int m, int n, int r) {
   check_sizes("exact SVD projector", m, n, r);
