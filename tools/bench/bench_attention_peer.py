@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Peer for tools/bench_attention.cu: torch SDPA (FLASH_ATTENTION and CUDNN_ATTENTION backends),
+"""Peer for tools/bench/bench_attention.cu: torch SDPA (FLASH_ATTENTION and CUDNN_ATTENTION backends),
 causal, same shapes, same FLOP convention, timed in the same run; joins our JSON lines and writes
 the markdown table with ratios (peer time / our time: > 1 means we are faster).
 
-  python3 tools/bench_attention_peer.py --ours ours.jsonl --commit <sha> --date 2026-11-28 --out DIR
+  python3 tools/bench/bench_attention_peer.py --ours ours.jsonl --commit <sha> [--date YYYY-MM-DD] --out DIR
 
 The peer gets contiguous (B,H,T,hd) q/k/v leaves (the layout it wants; no packing cost timed).
 GQA: enable_gqa=True where the backend takes it, else K/V expanded per query head outside the
@@ -11,6 +11,7 @@ timed region (the expansion's backward is then not timed either: in the peer's f
 Ceiling: an 8192^3 bf16 torch matmul on random data, same run.
 """
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -62,7 +63,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ours", required=True)
     ap.add_argument("--commit", default="unknown")
-    ap.add_argument("--date", default="2026-11-28")
+    ap.add_argument("--date", default=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"))
     ap.add_argument("--out", default=".")
     args = ap.parse_args()
     card = torch.cuda.get_device_name(0)

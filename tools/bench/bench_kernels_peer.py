@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""PyTorch peer for tools/bench_kernels.cu: the same ops at the same shapes (8192 tokens, SmolLM2-135M
+"""PyTorch peer for tools/bench/bench_kernels.cu: the same ops at the same shapes (8192 tokens, SmolLM2-135M
 and LLaMA-2-7B layers) in eager PyTorch bf16 on the same GPU, timed with CUDA events (median of
 15 samples of 10 calls after warm-up, inputs rotated over enough sets to exceed 3x L2).
 Bytes/FLOPs counted exactly as in bench_kernels.cu, so the GB/s columns compare directly.
-Usage: python3 tools/bench_kernels_peer.py"""
+Usage: python3 tools/bench/bench_kernels_peer.py"""
 import math
 import statistics
 

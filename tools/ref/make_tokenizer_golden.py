@@ -14,7 +14,7 @@ special added tokens), and writes:
                                       with the GGUF's own Jinja chat template, and torture strings
 
 Usage: pip install gguf tokenizers jinja2
-       python3 tools/make_tokenizer_golden.py [--gguf PATH]   (default: ~/.cache/owlore/*.gguf)
+       python3 tools/ref/make_tokenizer_golden.py [--gguf PATH]   (default: ~/.cache/owlore/*.gguf)
 """
 import argparse
 import glob
@@ -26,7 +26,7 @@ import gguf
 import jinja2
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Each line exercises a place where a byte-level BPE port usually diverges from HF: the regex's
 # lookahead on whitespace runs, \p{L}/\p{N} on non-Latin scripts, digits split one by one
@@ -168,7 +168,7 @@ def main():
                            "text": template.render(messages=messages, add_generation_prompt=gen)})
 
     golden = {
-        "source": "tools/make_tokenizer_golden.py: HF tokenizers from the SmolLM2-135M-Instruct GGUF vocabulary",
+        "source": "tools/ref/make_tokenizer_golden.py: HF tokenizers from the SmolLM2-135M-Instruct GGUF vocabulary",
         "tokenizers_version": __import__("tokenizers").__version__,
         "vocab_size": len(v["tokens"]),
         "bos": v["bos"], "eos": v["eos"], "pad": v["pad"],

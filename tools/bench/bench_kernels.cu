@@ -3,8 +3,8 @@
 // enough buffer sets to exceed 3x L2), against ceilings measured in the same run: device-to-device
 // cudaMemcpy bandwidth (bytes read + written) and a large cuBLAS bf16 GEMM (8192^3). GEMMs through
 // owlore's Matmul are also timed against the same raw cublasGemmEx call.
-// Build: tools/CMakeLists.txt target bench_kernels, or by hand:
-//   nvcc -O3 -std=c++17 -arch=sm_90 -Isrc -Itools tools/bench_kernels.cu -lcublasLt -lcublas -o bench_kernels
+// Build: cmake --build build --target bench_kernels (tools/bench/CMakeLists.txt); on the device:
+// tools/device/run.sh kernels, beside tools/bench/bench_kernels_peer.py.
 // Output: one markdown table on stdout (bytes counted are the fewest the op must move).
 #include <cublas_v2.h>
 
@@ -23,7 +23,6 @@
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
-#include "variants/rmsnorm_persistent.cuh"
 
 using namespace owlore;
 
@@ -182,17 +181,6 @@ void bench_preset(const Preset& P, int N, Matmul& mm, cublasHandle_t cublas) {
     for (int s = 0; s < S; s++) CUDA_CHECK(cudaMemcpy(r[s], r[0], 4 * N, cudaMemcpyDeviceToDevice));
     ms = time_ms([&](int s) { rmsnorm_backward(res[s], dw, scratch, b2[s], x[s], w, r[s], N, C, 0); }, S);
     row_bw(M, "rmsnorm_backward (+fp32 dw)", shape, ms, bbytes, finite(res[0], NC));
-    // the rejected persistent/prefetch variant (tools/variants/rmsnorm_persistent.cuh), same buffers
-    ms = time_ms([&](int s) { owlore_variant::rmsnorm_forward(y[s], r[s], x[s], w, N, C, 1e-5f, 0); }, S);
-    row_bw(M, "rmsnorm_forward [variant: persistent+prefetch]", shape, ms, bytes, finite(y[0], NC));
-    ms = time_ms([&](int s) { owlore_variant::rmsnorm_residual_forward(res[s], y[s], r[s], x[s], b2[s], w, N, C, 1e-5f, 0); }, S);
-    row_bw(M, "rmsnorm_residual_forward [variant]", shape, ms, fbytes, finite(y[0], NC));
-    rmsnorm_forward(y[0], r[0], x[0], w, N, C, 1e-5f, 0);
-    for (int s = 0; s < S; s++) CUDA_CHECK(cudaMemcpy(r[s], r[0], 4 * N, cudaMemcpyDeviceToDevice));
-    float* scratch2 = alloc_f32(owlore_variant::rmsnorm_backward_scratch_floats(N, C));
-    // the variant overwrites dinp (the kept kernel's form before it accumulated): one read less
-    ms = time_ms([&](int s) { owlore_variant::rmsnorm_backward(res[s], dw, scratch2, b2[s], x[s], w, r[s], N, C, 0); }, S);
-    row_bw(M, "rmsnorm_backward [variant: prefetch]", shape, ms, 3.0 * NC * 2 + 4.0 * N, finite(res[0], NC));
     free_all();
   }
   // ---- residual

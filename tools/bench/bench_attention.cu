@@ -1,8 +1,7 @@
 // Benchmark of the flash attention kernels (src/kernels/attention.cuh): verify, warm up, time.
-// Build (no CMake target; one TU plus the CPU twin):
-//   nvcc -O3 -std=c++17 -gencode=arch=compute_90,code=sm_90 --expt-relaxed-constexpr -I src \
-//        tools/bench_attention.cu src/kernels/ref/attention_ref.cpp -o bench_attention
-// Run: bench_attention [ours.jsonl]   (tools/bench_attention_peer.py times torch SDPA and joins)
+// Build: cmake --build build --target bench_attention (tools/bench/CMakeLists.txt).
+// Run: bench_attention [ours.jsonl]   (tools/bench/bench_attention_peer.py times torch SDPA and
+// joins; on the device both run through tools/device/run.sh attention)
 // Shapes: causal, B*T = 16384 tokens, T 512..4096; hd 128 with Hq/Hkv 32/8, hd 64 with 9/3.
 // FLOPs (causal): fwd 4*B*Hq*T^2*hd/2, bwd 2.5x fwd (the FA convention, whatever a kernel recomputes).
 // Besides the shipped configuration it times tile variants per kernel, to choose Config<HD>.

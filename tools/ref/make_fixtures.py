@@ -29,8 +29,8 @@ Loss: targets (B,T) are the target token of each position (no shift; -100 = igno
 mean of -log_softmax(logits)[target] over the kept positions, as owlore's CpuModel computes it.
 
 Run from the repository root (needs torch, transformers, safetensors, numpy):
-  python3 tools/make_fixtures.py --random tests/data/fixtures/random
-  python3 tools/make_fixtures.py --smollm2 HF_DIR tests/data/fixtures/smollm2
+  python3 tools/ref/make_fixtures.py --random tests/data/fixtures/random
+  python3 tools/ref/make_fixtures.py --smollm2 HF_DIR tests/data/fixtures/smollm2
 """
 import argparse
 import copy
@@ -44,7 +44,7 @@ import transformers
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IGNORE = -100
 TV_MAJOR = int(transformers.__version__.split(".")[0])
 
@@ -287,7 +287,7 @@ def write(path, tensors, metadata):
 
 
 def common_metadata(kind, extra):
-    m = {"kind": kind, "tool": "tools/make_fixtures.py", "transformers": transformers.__version__,
+    m = {"kind": kind, "tool": "tools/ref/make_fixtures.py", "transformers": transformers.__version__,
          "torch": torch.__version__, "reference": "float64 CPU; loss = mean over targets >= 0"}
     m.update(extra)
     return m

@@ -13,10 +13,7 @@
 // sizes), N standard normal with ε·(√m + √n) = σ_512: top-256 energy ≈ 0.95, σ1/σ264 ≈ 90. The
 // warm start's previous gradient is G + perturb·E, E the same construction from another seed.
 //
-// Before this benchmark (geqrf + orgqr orthonormalization, gesvd rotation, Ω on the host) an H100
-// measured 20.7 ms warm, 117 ms cold and 963 ms exact at 4096×11008, r = 256.
-//
-// Build: ninja -C build bench_refresh (tools/CMakeLists.txt). Run: build/tools/bench_refresh
+// Build: cmake --build build --target bench_refresh (tools/bench/CMakeLists.txt). Run: bench_refresh
 //   [--rows 4096] [--cols 11008] [--rank 256] [--reps 10] [--exact-reps 3] [--oversample 8]
 //   [--power-iters 1] [--perturb 0.1] [--seed 1] [--no-exact]
 // Output: markdown tables on stdout.
