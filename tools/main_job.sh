@@ -77,9 +77,14 @@ fi
 echo "owlore train ${args[*]}"
 build/owlore train "${args[@]}"
 out=$(flag_value --out "${args[@]}")
-if ! python3 -c "import matplotlib" 2>/dev/null; then
-  echo "error: python3 has no matplotlib for the loss plot (Debian: python3-matplotlib, which tools/install_deps.sh" \
-    "installs); the run is in $out: python3 tools/plot_metrics.py $out -o $out/loss.png" >&2
+# The plot needs matplotlib: the python3 on the PATH, or Debian's, where python3-matplotlib
+# (tools/install_deps.sh) installs it when the PATH leads to another python (pyenv, conda).
+for python in python3 /usr/bin/python3 ""; do
+  [ -n "$python" ] && "$python" -c "import matplotlib" 2>/dev/null && break
+done
+if [ -z "$python" ]; then
+  echo "error: no python3 with matplotlib for the loss plot (Debian: python3-matplotlib, which" \
+    "tools/install_deps.sh installs); the run is in $out: python3 tools/plot_metrics.py $out -o $out/loss.png" >&2
   exit 1
 fi
-python3 tools/plot_metrics.py "$out" -o "$out/loss.png"
+"$python" tools/plot_metrics.py "$out" -o "$out/loss.png"
