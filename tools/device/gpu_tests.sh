@@ -3,7 +3,8 @@
 # compute-sanitizer on the small shapes (OWLORE_SMALL_SHAPES=1 or a filter): memcheck on the
 # kernel, outlier, GaLore, attention and model tests (the offload ring included), racecheck on
 # the kernels with shared-memory reductions and on attention. Parts (default all): tests
-# memcheck racecheck. TESTS narrows the test binaries (TESTS="test_model_gpu test_trainer_gpu").
+# memcheck racecheck (each sanitizer run stops at 90 s; gpu_tests:tests for the tests alone).
+# TESTS narrows the test binaries (TESTS="test_model_gpu test_trainer_gpu").
 # Run through tools/device/run.sh; docs/bench/gpu-tests-*.md holds the last results.
 source tools/device/common.sh
 parts_default "tests memcheck racecheck"
@@ -11,7 +12,7 @@ if has tests; then
   for t in ${TESTS:-$(cd "$BIN" && ls test_*_gpu)}; do
     timeout 200 "$BIN/$t" > "$RESULTS/$t.log" 2>&1
     status "$t" $?
-    grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?[,.]' "$RESULTS/$t.log" | sed 's/^/  /' 
+    grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ tests?[,.]' "$RESULTS/$t.log" | sed 's/^/  /'
     grep -B2 -A8 -E 'Failure$|^\[  FAILED  \] [A-Za-z]' "$RESULTS/$t.log" | head -80
   done
 fi
@@ -19,9 +20,9 @@ fi
 sanitize() {
   local tool=$1 name=$2 bin=$3; shift 3
   local opts=(--tool "$tool"); [ "$tool" = memcheck ] && opts+=(--leak-check no)
-  timeout 150 compute-sanitizer "${opts[@]}" "$BIN/$bin" "$@" > "$RESULTS/$tool-$name.log" 2>&1
+  timeout 90 compute-sanitizer "${opts[@]}" "$BIN/$bin" "$@" > "$RESULTS/$tool-$name.log" 2>&1
   status "$tool $name" $?
-  grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^\[  (PASSED|FAILED) +\] [0-9]' "$RESULTS/$tool-$name.log" | sed 's/^/  /' 
+  grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^\[  (PASSED|FAILED) +\] [0-9]' "$RESULTS/$tool-$name.log" | sed 's/^/  /'
 }
 if has memcheck; then
   for t in test_encoder_gpu test_rmsnorm_gpu test_elementwise_gpu test_adamw_gpu test_matmul_gpu test_outliers_gpu; do

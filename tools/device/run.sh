@@ -15,10 +15,11 @@
 #                  the recompute levels, transformers loading the checkpoint       (GGUF)
 #   methods        every method on SmolLM2/GSM8K with a learning-rate sweep         (GGUF)
 #   fixtures       the Hugging Face reference fixtures of tests/data/fixtures      (smollm2: GGUF)
-# The GGUF does not fit in one call beside the binaries: a call that needs it is the second of
-# two calls on one warm machine (it stays warm 30 s after a call), the first carrying
-# [".carry/bin", ".carry/gguf1"] (it keeps part 1 in /tmp), the second [".carry/gguf2"] (the
-# binaries unpacked by the first are still there).
+# The GGUF does not fit in one call beside the binaries: the scripts that need it run in the
+# second of two calls on one warm machine (it stays warm 30 s after a call). The first carries
+# [".carry/bin", ".carry/gguf1"] and keeps part 1 in /tmp (run any other scripts in it), the
+# second carries [".carry/gguf2"] (the first call's binaries are still there); later calls on
+# that machine find the joined GGUF and carry neither.
 # Results: $OUT/summary.txt (card, commit, what each script printed) and $OUT/SCRIPT.tar (its
 # logs and files; a call returns at most 8 files, so at most 7 scripts a call). A call has
 # 10 minutes: scripts run under what is left of OWLORE_DEVICE_BUDGET_S (default 570 s).
@@ -33,11 +34,12 @@ summary=$OUT/summary.txt
 scripts=()
 for arg in "$@"; do
   name=${arg%%:*}
-  if [ ! -f "tools/device/$name.sh" ] || [ "$name" = common ]; then
+  if [ ! -f "tools/device/$name.sh" ] || [[ $name =~ ^(common|run|stage)$ ]]; then
     echo "error: no device script '$name' (tools/device/$name.sh); scripts:" \
       $(ls tools/device/*.sh | xargs -n1 basename | sed 's/\.sh$//' | grep -vxE 'common|run|stage')
     exit 2
   fi
+  [[ " ${scripts[*]%%:*} " == *" $name "* ]] && { echo "error: $name named twice (name its parts once: $name:a,b)"; exit 2; }
   scripts+=("$arg")
 done
 if [ ${#scripts[@]} -eq 0 ]; then awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 2; fi
@@ -74,11 +76,10 @@ fi
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   echo "commit $(cat "$BIN/COMMIT")"; date -u '+%Y-%m-%d %H:%M UTC'; } | tee "$summary"
-start=$SECONDS
 for arg in "${scripts[@]}"; do
   name=${arg%%:*}
   parts=""; [[ "$arg" == *:* ]] && parts=${arg#*:} && parts=${parts//,/ }
-  left=$((budget - (SECONDS - start)))
+  left=$((budget - SECONDS))
   if [ $left -le 10 ]; then echo "== $name: not run, the call's time is used up" | tee -a "$summary"; continue; fi
   export RESULTS=$OUT/$name WORK=$STATE/work/$name PARTS=$parts
   rm -rf "$RESULTS" "$WORK" && mkdir -p "$RESULTS" "$WORK"
