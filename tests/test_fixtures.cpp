@@ -1,5 +1,5 @@
 // The CPU model against Hugging Face LlamaForCausalLM (DESIGN.md §4 "Reference fixtures"): the
-// fixtures in tests/data/fixtures/ are written by tools/make_fixtures.py on the GPU machine
+// fixtures in tests/data/fixtures/ are written by tools/ref/make_fixtures.py on the GPU machine
 // (PyTorch + transformers, float64 reference) and hold inputs, targets, logits, the mean loss and
 // gradients. Bounds are ||ours - ref|| / ||ref|| per tensor:
 //   random tiny-gpu model, CpuModel<double>: 1e-5 on logits, loss and every gradient tensor
@@ -84,7 +84,7 @@ TEST(HfFixture, RandomTinyGpuMatchesInDouble) {
   const std::string dir = kFixtures + "/random";
   if (!fs::exists(dir))
     GTEST_SKIP() << dir << " is absent; make it on a machine with torch + transformers: "
-                 << "python3 tools/make_fixtures.py --random tests/data/fixtures/random";
+                 << "python3 tools/ref/make_fixtures.py --random tests/data/fixtures/random";
   const LoadedModel loaded = load_model(dir + "/model");
   const ModelConfig& cfg = loaded.config;
   // The tiny-gpu preset (src/model/config.cpp): odd sizes, d_model != q_dim, GQA 3:1, head_dim 64, untied.
@@ -150,7 +150,7 @@ TEST(HfFixture, SmolLM2MatchesInDouble) {
   const std::string path = kFixtures + "/smollm2/fixture.safetensors";
   const std::string gguf = gguf_path();
   if (!fs::exists(path))
-    GTEST_SKIP() << path << " is absent; make it with python3 tools/make_fixtures.py --smollm2 HF_DIR "
+    GTEST_SKIP() << path << " is absent; make it with python3 tools/ref/make_fixtures.py --smollm2 HF_DIR "
                  << "tests/data/fixtures/smollm2, HF_DIR from: owlore convert --model "
                  << "~/.cache/owlore/SmolLM2-135M-Instruct.Q4_1.gguf --out HF_DIR --dtype f32";
   if (!fs::exists(gguf))

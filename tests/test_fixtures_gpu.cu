@@ -1,5 +1,5 @@
 // The GPU model against Hugging Face LlamaForCausalLM (DESIGN.md §4): the random tiny-gpu fixture
-// (tools/make_fixtures.py --random) holds the float64 reference and PyTorch's own bf16 error
+// (tools/ref/make_fixtures.py --random) holds the float64 reference and PyTorch's own bf16 error
 // against it (the same model cast to bfloat16). owlore's GPU model (bf16 weights and
 // activations, fp32 accumulation and weight gradients) must stay within 2x PyTorch's error on
 // the forward (per-token losses; the GPU never materializes logits) and 3x on every gradient.
@@ -24,7 +24,7 @@ TEST(FixturesGpu, RandomModelWithinPyTorchBf16Error) {
   const std::string dir = std::string(OWLORE_SOURCE_DIR) + "/tests/data/fixtures/random";
   const SafetensorsFile fixture(dir + "/fixture.safetensors");
   ASSERT_TRUE(fixture.metadata().count("bf16_loss_rel"))
-      << "the fixture lacks PyTorch's bf16 errors: regenerate it with python3 tools/make_fixtures.py --random " << dir;
+      << "the fixture lacks PyTorch's bf16 errors: regenerate it with python3 tools/ref/make_fixtures.py --random " << dir;
   const LoadedModel model = load_model(dir + "/model");
   const ModelLayout layout(model.config);
   const int B = 2, T = (int)(fixture.get("inputs").numel() / B);

@@ -9,16 +9,17 @@
 //    a slot), so cuBLASLt may pick other kernels and G differs in its last bits; a projector of a
 //    nearly degenerate rank-8 subspace turns that into a small rotation that the moments then
 //    meet. At SmolLM2's shapes with random weights (flat gradient spectra, so a rank-8 subspace
-//    is poorly separated from the next directions) the H200 measured, after f01d034: weights
-//    2.0e-3 (exact) / 2.9e-3 (fast) apart after 6 steps, sums of squares 0.51% apart at step 5;
-//    that test's later-step bounds are 1e-2 and 2e-2. The race of f01d034 showed first in the
-//    captured energies (exact 0.887 against 0.99) and in step 1's norm, which stay tight (1e-4,
-//    1e-5); a wrong update (a missed clip factor, R not cleared, a wrong matrix offset) moves
-//    the weights by O(1e-2+). Since the streamed path runs one GEMM per matrix where the
-//    buffered one runs a layer's fused GEMMs (qkv, gate_up), G differs in its last bits in more
-//    places: at tiny-gpu's shapes with a refresh at step 4, the H200 measured weights 3.2e-3
-//    (fast) and 2.1e-3 (gradients in the recompute buffers) apart, that refresh's energies up to
-//    2.8e-4 apart; those bounds are 5e-3 and 1e-3, step 1's energies stay at 1e-4.
+//    is poorly separated from the next directions) the H200 measured weights 2.0e-3 (exact) /
+//    2.9e-3 (fast) apart after 6 steps, sums of squares 0.51% apart at step 5; that test's
+//    later-step bounds are 1e-2 and 2e-2. A race between the GaLore work and the backward that
+//    writes its gradients shows first in the captured energies (exact 0.887 against 0.99) and in
+//    step 1's norm, which stay tight (1e-4, 1e-5); a wrong update (a missed clip factor, R not
+//    cleared, a wrong matrix offset) moves the weights by O(1e-2+). Since the streamed path runs
+//    one GEMM per matrix where the buffered one runs a layer's fused GEMMs (qkv, gate_up), G
+//    differs in its last bits in more places: at tiny-gpu's shapes with a refresh at step 4,
+//    the H200 measured weights 3.2e-3 (fast) and 2.1e-3 (gradients in the recompute buffers)
+//    apart, that refresh's energies up to 2.8e-4 apart; those bounds are 5e-3 and 1e-3, step
+//    1's energies stay at 1e-4.
 //  - the projector refreshes and their captured energies.
 // The streamed plan must also hold less gradient memory than the buffered one.
 #include <gtest/gtest.h>
@@ -134,8 +135,8 @@ TEST_P(GaloreStreamingGpu, SameTrainingWithGradientsInTheRecomputeBuffers) {
 }
 
 // SmolLM2's shapes (random weights): kernels long enough for the GPU to fall behind the host, as
-// in real training — where GaLore work on another stream than the backward's raced with it
-// (f01d034) while the tiny model, on which the GPU keeps up, hid the race.
+// in real training, where GaLore work on a stream other than the backward's would race with it;
+// on the tiny model the GPU keeps up and hides such a race.
 TEST_P(GaloreStreamingGpu, SameTrainingAtSmolLM2Shapes) {
   OWLORE_SKIP_WITHOUT_GPU();
   expect_same_training(train(true, GetParam(), 3, "smollm2-135m", 4, 256), train(false, GetParam(), 3, "smollm2-135m", 4, 256),

@@ -630,8 +630,8 @@ TEST(GgufBadFiles, EveryTruncationFailsCleanly) {
   }
 }
 
-// Inputs that crashed the fuzzer before their fix: the fuzz target's work must now end in an
-// owlore::Error or a clean return. test_checkpoint's FuzzRegressions.LoadModelFails loads each
+// Inputs on which the fuzz target once crashed (tests/data/fuzz_regressions): its work must end in
+// an owlore::Error or a clean return. test_checkpoint's FuzzRegressions.LoadModelFails loads each
 // through load_model and expects an owlore::Error.
 TEST(GgufBadFiles, FuzzRegressionsReplayCleanly) {
   const fs::path dir = fs::path(OWLORE_SOURCE_DIR) / "tests/data/fuzz_regressions";

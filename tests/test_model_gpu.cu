@@ -76,9 +76,9 @@ TEST_P(GpuModelVsCpu, LossAndEveryGradientMatchTheTwin) {
   EXPECT_NEAR(eval_loss, gpu_loss, 1e-6 * std::abs(gpu_loss)) << "forward_loss and forward_backward disagree";
 
   const std::vector<float> gpu_grads = grads.download();
-  // bf16 activations and gradients through the whole depth: on the H200 (2026-11-28) errors grew
-  // from ~3e-2 in the last layer to ~8e-2 at the embedding with 3x-scaled weights. Provisional
-  // bound until the fixture test bounds the GPU by PyTorch's own bf16 error (DESIGN.md §4).
+  // bf16 activations and gradients through the whole depth: on the H200 errors grew from ~3e-2
+  // in the last layer to ~8e-2 at the embedding with 3x-scaled weights. A wiring bound: the
+  // fixture test (test_fixtures_gpu) holds the GPU to PyTorch's own bf16 error (DESIGN.md §4).
   const double bound = 5e-2;
   for (const TensorSlot& t : layout.tensors) {
     const double err = test::rel_error(gpu_grads.data() + t.offset, cpu_grads.data() + t.offset, t.numel());
@@ -170,8 +170,8 @@ TEST(GpuModel, RecomputeLevelsGiveTheSameGradients) {
 // shapes: tiny-gpu's odd sizes, and a narrow, long one (C = 128, 64 x 512 tokens) where each
 // input is 8 MiB and its copy takes longer than a layer's compute, so that a missing wait —
 // a slot rewritten before its copy out finished, or read before its copy in — changes the result.
-// Checked on the H200 (4b11921): with both waits deleted, "long" fails (83 failed expectations)
-// while "odd", whose copies finish far ahead of the compute, still passes.
+// Checked on the H200: with both waits deleted, "long" fails (83 failed expectations) while
+// "odd", whose copies finish far ahead of the compute, still passes.
 struct OffloadCase {
   const char* name;
   int d_model, n_heads, ffn, B, T;

@@ -254,8 +254,8 @@ TEST(Safetensors, AtomicFileLeavesOldFileWhenNotCommitted) {
   EXPECT_EQ(s, "new");
 }
 
-// Inputs that crashed the fuzzer before their fix: the fuzz target's work (parse, convert every
-// tensor) must now end in an owlore::Error or a clean return, nothing else. test_checkpoint's
+// Inputs on which the fuzz target once crashed (tests/data/fuzz_regressions): its work (parse,
+// convert every tensor) must end in an owlore::Error or a clean return, nothing else. test_checkpoint's
 // FuzzRegressions.LoadModelFails loads each through load_model and expects an owlore::Error.
 TEST(Safetensors, FuzzRegressionsReplayCleanly) {
   const fs::path dir = fs::path(OWLORE_SOURCE_DIR) / "tests/data/fuzz_regressions";

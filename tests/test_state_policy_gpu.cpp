@@ -52,9 +52,8 @@ TEST_P(StatePolicyGpu, SameStepCountsAndMomentsAsTheCpu) {
     ASSERT_TRUE(gpu.tensors.count(name)) << GetParam() << ": the GPU state lacks " << name;
     // bf16 training noise: gradients differ from the fp32 CPU's by ~2.5%, so m by as much and v
     // (∝ g²) by twice that (5.0-5.5% measured on the H200 for a layer that rejoined one or two
-    // steps ago; m of layer 0's down projection 5.01% under "drop" since the norms' backward adds
-    // into d residual with one rounding instead of two); a policy that kept or dropped the wrong
-    // state is off by O(1).
+    // steps ago; m of layer 0's down projection 5.01% under "drop"); a policy that kept or
+    // dropped the wrong state is off by O(1).
     const bool second_moment = name.size() > 2 && name.compare(name.size() - 2, 2, ".v") == 0;
     const double err = test::rel_error(gpu.tensors.at(name), values);
     EXPECT_LE(err, second_moment ? 1.5e-1 : 7.5e-2) << GetParam() << " " << name << ": moments rel error " << err;

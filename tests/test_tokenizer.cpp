@@ -1,6 +1,6 @@
 // Byte-level BPE: a hand-made vocabulary pins the merge order, the byte symbols and specials;
 // the SmolLM2 vocabulary (tests/data/smollm2_tokenizer.json) must reproduce Hugging Face
-// tokenizers' ids exactly (tests/data/tokenizer_golden.json, from tools/make_tokenizer_golden.py).
+// tokenizers' ids exactly (tests/data/tokenizer_golden.json, from tools/ref/make_tokenizer_golden.py).
 #include <gtest/gtest.h>
 
 #include <cstdio>
