@@ -57,6 +57,8 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
 
 #include "io/checkpoint.h"
 
+#include <sys/stat.h>
+
 using namespace owlore;
 
 TEST(Cli, KilledDuringCheckpointingLeavesALoadableCheckpointAndResumes) {
@@ -92,4 +94,24 @@ TEST(Cli, KilledDuringCheckpointingLeavesALoadableCheckpointAndResumes) {
     EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
   }
   fs::remove_all(out);
+}
+
+// A fresh directory for one test's files, removed when the test ends.
+struct EvalDir {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("owlore_eval_" + std::to_string(getpid()));
+  EvalDir() { std::filesystem::create_directories(path); }
+  ~EvalDir() { std::filesystem::remove_all(path); }
+};
+
+TEST(Cli, EvalOnAFifoFailsAtOnce) {
+  // It used to block forever in open(); timeout(1) ends such a run with exit code 124.
+  EvalDir dir;
+  const std::string fifo = (dir.path / "data.fifo").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const CliRun r = owlore::test::run_owlore("eval --preset tiny --seq 16 --data " + fifo, 20);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "eval blocked on a FIFO";
+  EXPECT_NE(r.output.find(fifo + ": data file is a FIFO (named pipe), expected a regular file"), std::string::npos)
+      << r.output;
 }

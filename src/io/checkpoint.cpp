@@ -1,12 +1,12 @@
 #include "io/checkpoint.h"
 
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "base/error.h"
+#include "io/files.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
@@ -51,11 +51,8 @@ struct HfTensors {
 };
 
 HfTensors open_sharded(const std::string& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  OWLORE_REQUIRE(in, index_path, ": cannot open");
-  std::ostringstream text;
-  text << in.rdbuf();
-  const nlohmann::json index = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json index =
+      nlohmann::json::parse(read_regular_file(index_path, "safetensors index"), nullptr, /*allow_exceptions=*/false);
   OWLORE_REQUIRE(!index.is_discarded(), index_path, ": not valid JSON");
   OWLORE_REQUIRE(index.is_object(), index_path, ": JSON is a ", index.type_name(), ", expected an object");
   const auto map = index.find("weight_map");
@@ -129,12 +126,6 @@ LoadedModel load_gguf(const std::string& path) {
   }
   return model;
 }
-
-bool has_gguf_magic(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  return in.read(magic, 4) && std::string(magic, 4) == "GGUF";
-}
 }  // namespace
 
 LoadedModel load_model(const std::string& path) {
@@ -155,7 +146,8 @@ LoadedModel load_model(const std::string& path) {
     }
     return load_hf(config, open_sharded(index), index);
   }
-  if (ends_with(path, ".gguf") || has_gguf_magic(path)) return load_gguf(path);
+  // Anything but a directory must be a regular file (a FIFO would block the magic read forever).
+  if (ends_with(path, ".gguf") || RegularFile(path, "model file").read_prefix(4) == "GGUF") return load_gguf(path);
   const std::string config = parent_dir(path) + "/config.json";
   if (ends_with(path, ".index.json")) {
     OWLORE_REQUIRE(fs::exists(config, ec), path, ": no config.json beside it (looked for ", config, ")");

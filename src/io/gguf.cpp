@@ -292,7 +292,9 @@ void read_value(Reader& r, GgufValueType type, GgufValue& out, const std::string
 }
 }  // namespace
 
-GgufFile::GgufFile(const std::string& path) : file_(path), source_(path) { parse(file_.data(), file_.size()); }
+GgufFile::GgufFile(const std::string& path) : file_(path, "GGUF file"), source_(path) {
+  parse(file_.data(), file_.size());
+}
 
 GgufFile::GgufFile(const uint8_t* data, size_t size, const std::string& source) : source_(source) {
   parse(data, size);

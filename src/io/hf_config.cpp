@@ -3,12 +3,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 
 namespace owlore {
@@ -132,11 +131,7 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
 }
 
 ModelConfig read_hf_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  OWLORE_REQUIRE(in, path, ": cannot open (expected a Hugging Face config.json)");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_hf_config(text.str(), path);
+  return parse_hf_config(read_regular_file(path, "Hugging Face config.json"), path);
 }
 
 std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype) {

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/files.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors and GGUF readers assume a little-endian host");
 
@@ -79,30 +79,15 @@ uint16_t float_to_bf16(float x) {
 
 // ---- MappedFile -------------------------------------------------------------------------------
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail(path, ": cannot stat: ", std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, ": not a regular file");
-  }
-  size_ = (size_t)st.st_size;
+MappedFile::MappedFile(const std::string& path, const std::string& what) : path_(path) {
+  const RegularFile file(path, what);
+  size_ = (size_t)file.size();
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      fail(path, ": cannot mmap ", size_, " bytes: ", std::strerror(err));
-    }
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
+    if (p == MAP_FAILED) fail(path, ": cannot mmap ", size_, " bytes of ", what, ": ", std::strerror(errno));
     data_ = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);  // the mapping keeps the file alive
+  // The mapping keeps the file alive after RegularFile closes the descriptor.
 }
 
 MappedFile::~MappedFile() { release(); }
@@ -249,7 +234,7 @@ int64_t StTensor::numel() const {
 
 // ---- SafetensorsFile --------------------------------------------------------------------------
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path), source_(path) {
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path, "safetensors file"), source_(path) {
   parse(file_.data(), file_.size());
 }
 

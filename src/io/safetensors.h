@@ -30,11 +30,13 @@ uint16_t float_to_bf16(float x);  // round to nearest even; NaN stays NaN (quiet
 
 // ---- resources --------------------------------------------------------------------------------
 
-// A whole file mapped read-only. Owns the mapping and unmaps it in its destructor; move-only.
+// A whole regular file (io/files.h) mapped read-only. Owns the mapping and unmaps it in its
+// destructor; move-only.
 class MappedFile {
  public:
   MappedFile() = default;
-  explicit MappedFile(const std::string& path);  // throws owlore::Error naming the path
+  // Throws owlore::Error naming the path and `what` ("safetensors file").
+  MappedFile(const std::string& path, const std::string& what);
   ~MappedFile();
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&& other) noexcept;

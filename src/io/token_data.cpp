@@ -4,10 +4,12 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "io/dataset.h"
+#include "io/files.h"
 
 namespace owlore {
 
@@ -113,8 +115,7 @@ void append_chat_example(const Tokenizer& tokenizer, const std::string& system, 
 }
 
 TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokenizer, const InstructOptions& options) {
-  std::ifstream file(path, std::ios::binary);
-  OWLORE_REQUIRE(file.good(), path, ": cannot open instruction data file");
+  std::istringstream file(read_regular_file(path, "instruction data file"));
   TokenStream stream;
   const int64_t dropped_before = tokenizer.dropped_bytes();
   std::string line;
@@ -184,20 +185,16 @@ void write_token_file(const std::string& path, const std::vector<int32_t>& token
 }
 
 bool is_token_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  char magic[8] = {};
-  return file.read(magic, 8) && std::memcmp(magic, kTokenFileMagic, 8) == 0;
+  return is_regular_file(path) && RegularFile(path, "token file").read_prefix(8) == std::string(kTokenFileMagic, 8);
 }
 
 std::vector<int32_t> read_token_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  OWLORE_REQUIRE(file.good(), path, ": cannot open token file");
-  const uint64_t size = (uint64_t)file.tellg();
-  file.seekg(0);
+  const RegularFile file(path, "token file");
+  const uint64_t size = file.size();
   OWLORE_REQUIRE(size >= kTokenFileHeader, path, ": ", size, " bytes, shorter than the ", kTokenFileHeader,
                  "-byte OWLTOK1 header");
   char header[kTokenFileHeader];
-  file.read(header, kTokenFileHeader);
+  OWLORE_REQUIRE(file.read_at(0, header, kTokenFileHeader) == kTokenFileHeader, path, ": read error");
   OWLORE_REQUIRE(std::memcmp(header, kTokenFileMagic, 8) == 0, path,
                  ": not an owlore token file (expected the magic \"OWLTOK1\\0\" at offset 0)");
   uint32_t version, width;
@@ -214,15 +211,16 @@ std::vector<int32_t> read_token_file(const std::string& path) {
                  payload < count * width ? " (truncated)" : " (trailing data)");
   std::vector<int32_t> tokens(count);
   if (width == 4) {
-    file.read(reinterpret_cast<char*>(tokens.data()), (std::streamsize)payload);
+    OWLORE_REQUIRE(file.read_at(kTokenFileHeader, tokens.data(), payload) == payload, path,
+                   ": read error (truncated?)");
     for (uint64_t i = 0; i < count; i++)
       OWLORE_REQUIRE(tokens[i] >= 0, path, ": token ", i, " is ", (uint32_t)tokens[i], ", above the int32 range");
   } else {
     std::vector<uint16_t> narrow(count);
-    file.read(reinterpret_cast<char*>(narrow.data()), (std::streamsize)payload);
+    OWLORE_REQUIRE(file.read_at(kTokenFileHeader, narrow.data(), payload) == payload, path,
+                   ": read error (truncated?)");
     tokens.assign(narrow.begin(), narrow.end());
   }
-  OWLORE_REQUIRE(file.good(), path, ": read error");
   return tokens;
 }
 
