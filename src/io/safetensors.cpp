@@ -181,10 +181,16 @@ const DtypeInfo& info(StDtype d) {
   fail("internal: unknown safetensors dtype ", (int)d);
 }
 
-// Deepest bracket nesting in a JSON text (strings skipped): bounds the work the parser and the
-// destructor do on hostile input.
-int json_depth(const char* s, size_t n) {
-  int depth = 0, deepest = 0;
+// A scan of JSON text that skips strings: the deepest bracket nesting (bounds the work the
+// parser and the destructor do on hostile input) and where the first bracket opened closes
+// again (npos when it does not within the text).
+struct JsonExtent {
+  int deepest = 0;
+  size_t end = std::string::npos;
+};
+JsonExtent json_extent(const char* s, size_t n) {
+  JsonExtent out;
+  int depth = 0;
   bool in_string = false;
   for (size_t i = 0; i < n; i++) {
     const char c = s[i];
@@ -194,13 +200,15 @@ int json_depth(const char* s, size_t n) {
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      depth--;
+      out.deepest = std::max(out.deepest, ++depth);
+    } else if ((c == ']' || c == '}') && --depth == 0 && out.end == std::string::npos) {
+      out.end = i + 1;
     }
   }
-  return deepest;
+  return out;
 }
+
+bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // A JSON value that must be a non-negative integer, as uint64.
 bool json_u64(const nlohmann::json& v, uint64_t* out) {
@@ -252,10 +260,22 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
                  " runs past the end of the file (", size, " bytes)");
   OWLORE_REQUIRE(header_len <= kMaxHeader, source_, ": header length ", header_len, " exceeds the 100 MB limit");
   const char* header = reinterpret_cast<const char*>(data + 8);
-  OWLORE_REQUIRE(json_depth(header, header_len) <= 8, source_, ": header JSON is nested deeper than 8 levels");
-  const nlohmann::json root = nlohmann::json::parse(header, header + header_len, nullptr, /*allow_exceptions=*/false);
+  const JsonExtent extent = json_extent(header, header_len);
+  OWLORE_REQUIRE(extent.deepest <= 8, source_, ": header JSON is nested deeper than 8 levels");
+  // The header length must frame the JSON object exactly, up to trailing space padding: a length
+  // one byte off either cuts the object or takes in a data byte, and one byte short with padding
+  // present still parses but shifts every tensor's bytes (caught below: a data byte is left over).
+  OWLORE_REQUIRE(header_len > 0 && header[0] == '{', source_,
+                 ": header does not start with '{' (expected a JSON object of header length ", header_len, " bytes)");
+  OWLORE_REQUIRE(extent.end != std::string::npos, source_, ": header is not valid JSON: the object does not close ",
+                 "within the header length ", header_len, " (truncated JSON, or a header length too short)");
+  for (size_t i = extent.end; i < header_len; i++)
+    OWLORE_REQUIRE(is_json_space(header[i]), source_, ": header length ", header_len, " runs past the JSON object, ",
+                   "which ends at byte ", extent.end, " (byte ", i, " has value ", (int)(uint8_t)header[i],
+                   " where only space padding may follow: junk after the JSON, or a header length too long)");
+  const nlohmann::json root =
+      nlohmann::json::parse(header, header + extent.end, nullptr, /*allow_exceptions=*/false);
   OWLORE_REQUIRE(!root.is_discarded(), source_, ": header is not valid JSON");
-  OWLORE_REQUIRE(root.is_object(), source_, ": header JSON is a ", root.type_name(), ", expected an object");
 
   const uint8_t* buffer = data + 8 + header_len;
   const uint64_t buffer_size = size - 8 - header_len;
@@ -309,11 +329,23 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
   std::sort(tensors_.begin(), tensors_.end(), [](const StTensor& a, const StTensor& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
-  for (size_t i = 1; i < tensors_.size(); i++) {
-    const StTensor &prev = tensors_[i - 1], &cur = tensors_[i];
-    OWLORE_REQUIRE(cur.begin >= prev.end, source_, ": tensor '", cur.name, "' bytes [", cur.begin, ", ", cur.end,
-                   ") overlap tensor '", prev.name, "' bytes [", prev.begin, ", ", prev.end, ")");
+  // The tensors tile the data exactly, as the reference reader (huggingface/safetensors
+  // validate: InvalidOffset, MetadataIncompleteBuffer) requires: no overlaps, no holes, no
+  // trailing bytes. A hole or a tail is what a wrong header length leaves.
+  uint64_t covered = 0;
+  for (size_t i = 0; i < tensors_.size(); i++) {
+    const StTensor& cur = tensors_[i];
+    if (i > 0) {
+      const StTensor& prev = tensors_[i - 1];
+      OWLORE_REQUIRE(cur.begin >= prev.end, source_, ": tensor '", cur.name, "' bytes [", cur.begin, ", ", cur.end,
+                     ") overlap tensor '", prev.name, "' bytes [", prev.begin, ", ", prev.end, ")");
+    }
+    OWLORE_REQUIRE(cur.begin == covered, source_, ": data bytes [", covered, ", ", cur.begin,
+                   ") belong to no tensor (a hole before tensor '", cur.name, "'; the format allows none)");
+    covered = cur.end;
   }
+  OWLORE_REQUIRE(covered == buffer_size, source_, ": the last ", buffer_size - covered, " of ", buffer_size,
+                 " data bytes belong to no tensor (a wrong header length, or trailing bytes after the data)");
   for (size_t i = 0; i < tensors_.size(); i++) index_[tensors_[i].name] = i;
 }
 

@@ -3,9 +3,10 @@
 //
 // Format (https://github.com/huggingface/safetensors): u64 little-endian header length N, N bytes
 // of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},
-// then the byte buffer; offsets are relative to the buffer's start. Every tensor is validated
-// when the file is opened (bounds, overlap, shape x dtype == byte length), so a bad file fails
-// with one owlore::Error naming the file and tensor before anything reads its bytes.
+// then the byte buffer; offsets are relative to the buffer's start. Everything is validated when
+// the file is opened (N frames the JSON object exactly, up to trailing whitespace; bounds;
+// shape x dtype == byte length; the tensors tile the buffer with no overlap, hole or tail), so a
+// bad file fails with one owlore::Error naming the file and tensor before anything reads its bytes.
 #pragma once
 #include <cstddef>
 #include <cstdint>
