@@ -122,6 +122,19 @@ TEST(HfConfig, ErrorsNameFileAndKey) {
   }, {"a/config.json", "head_dim must be even"});
 }
 
+TEST(HfConfig, RopeThetaAndNormEpsMustBeFiniteAndPositive) {
+  const std::string base = R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "vocab_size": 300, )";
+  for (const char* key : {"rope_theta", "rms_norm_eps"})
+    for (const char* value : {"0", "-1", "-1e-06", "1e+39", "1e-50"})  // as the JSON library prints them
+      expect_error([&] { parse_hf_config(base + "\"" + key + "\": " + value + "}", "a/config.json"); },
+                   {"a/config.json", std::string("key '") + key + "' = " + value, "expected a finite 32-bit float > 0"});
+  expect_error([&] {
+    parse_hf_config(base + R"("rope_parameters": {"rope_type": "default", "rope_theta": -5}})", "a/config.json");
+  }, {"a/config.json: rope_parameters", "key 'rope_theta' = -5"});
+  EXPECT_EQ(parse_hf_config(base + R"("rope_theta": 5e5, "rms_norm_eps": 1e-6})", "a/config.json").rope_theta, 5e5f);
+}
+
 TEST(HfConfig, WrittenConfigLoadsAsLlama) {
   for (const char* preset : {"smollm2-135m", "tiny", "llama3-8b"}) {
     ModelConfig c = preset_config(preset);

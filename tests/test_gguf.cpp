@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -330,9 +331,15 @@ TEST(GgufMetadata, EveryValueType) {
 
 // ---- llama config and load_model --------------------------------------------------------------
 
+// What a test changes in the file write_llama_gguf writes.
+struct GgufEdits {
+  std::optional<float> freq_base, rms_eps;  // instead of the config's
+};
+
 // A complete llama GGUF for `config`, with all tensors F32 (so load_model must reproduce
 // `weights` exactly), wq/wk permuted the way llama.cpp's converter stores them.
-void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::vector<float>& weights) {
+void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::vector<float>& weights,
+                      const GgufEdits& edits = {}) {
   GgufWriter w;
   w.string("general.architecture", "llama");
   w.string("general.name", "test-llama");
@@ -345,8 +352,8 @@ void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::
   // The tiny presets have head_dim != d_model / n_heads; llama.cpp writes key_length then.
   w.u32("llama.attention.key_length", c.head_dim);
   w.u32("llama.attention.value_length", c.head_dim);
-  w.f32("llama.rope.freq_base", c.rope_theta);
-  w.f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+  w.f32("llama.rope.freq_base", edits.freq_base.value_or(c.rope_theta));
+  w.f32("llama.attention.layer_norm_rms_epsilon", edits.rms_eps.value_or(c.norm_eps));
   w.u32("llama.context_length", c.max_seq);
   std::vector<std::string> tokens;
   for (int i = 0; i < c.vocab; i++) tokens.push_back("t" + std::to_string(i));
@@ -450,6 +457,22 @@ TEST(GgufModel, MissingAndMisshapenTensorsAreNamed) {
   expect_error([&] { load_model(dir.path + "/bad.gguf"); },
                {dir.path + "/bad.gguf", "blk.0.ffn_up.weight", "model.layers.0.mlp.up_proj.weight",
                 "has shape [52, 36]", "expected [53, 36]"});
+}
+
+TEST(GgufModel, RopeBaseAndNormEpsilonMustBeFiniteAndPositive) {
+  TempDir dir;
+  const ModelConfig c = small_config(true);
+  const std::vector<float> weights = test::random_vector(ModelLayout(c).total, 11);
+  for (const float bad : {INFINITY, -INFINITY, NAN, 0.0f, -1.0f}) {
+    for (const bool base : {true, false}) {
+      GgufEdits e;
+      (base ? e.freq_base : e.rms_eps) = bad;
+      write_llama_gguf(dir.path + "/m.gguf", c, weights, e);
+      const std::string key = base ? "llama.rope.freq_base" : "llama.attention.layer_norm_rms_epsilon";
+      expect_error([&] { GgufFile(dir.path + "/m.gguf").config(); },
+                   {dir.path + "/m.gguf", "metadata key '" + key + "' = ", "expected a finite 32-bit float > 0"});
+    }
+  }
 }
 
 TEST(GgufModel, ConfigErrorsNameTheKey) {
