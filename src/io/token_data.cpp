@@ -1,5 +1,6 @@
 #include "io/token_data.h"
 
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -81,6 +82,33 @@ ParsedLine parse_instruct_line(const std::string& line) {
   }
   out.prompt = j[prompt_key].get<std::string>();
   out.response = j[response_key].get<std::string>();
+  return out;
+}
+
+// A file whose first bytes come close to the magic is a token file damaged at its start (a
+// flipped bit, a changed version digit, a lower-cased copy), not text: read as text, its binary
+// tokens would silently become training characters. Close: at most 2 of the 8 bytes differ, or
+// the file starts with "OWLTOK" in any case.
+bool looks_like_damaged_magic(const std::string& prefix) {
+  int differing = 0;
+  for (size_t i = 0; i < 8; i++) differing += i >= prefix.size() || prefix[i] != kTokenFileMagic[i];
+  bool owltok = prefix.size() >= 6;
+  for (size_t i = 0; owltok && i < 6; i++) owltok = std::toupper((unsigned char)prefix[i]) == kTokenFileMagic[i];
+  return owltok || differing <= 2;
+}
+
+// Bytes as C-string text (OWLTOJ1\0), for an error message.
+std::string escaped(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (c == 0) out += "\\0";
+    else if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') out += (char)c;
+    else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
   return out;
 }
 
@@ -225,9 +253,13 @@ std::vector<int32_t> read_token_file(const std::string& path) {
 }
 
 TokenStream load_token_stream(const std::string& path, const Tokenizer* tokenizer, const InstructOptions& options) {
+  const std::string magic = RegularFile(path, "data file").read_prefix(8);
   TokenStream stream;
-  if (is_token_file(path)) {
+  if (magic == std::string(kTokenFileMagic, 8)) {
     stream.tokens = read_token_file(path);
+  } else if (looks_like_damaged_magic(magic)) {
+    fail(path, ": starts with \"", escaped(magic), "\", close to but not the token file magic \"OWLTOK1\\0\": ",
+         "this looks like a damaged token file, not text (write it again with owlore tokenize)");
   } else if (path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) {
     OWLORE_REQUIRE(tokenizer, path, ": instruction data (.jsonl) needs a model with a tokenizer");
     return load_instruct_jsonl(path, *tokenizer, options);
