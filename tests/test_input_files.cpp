@@ -1,5 +1,5 @@
-// Inputs that used to hang instead of failing: a FIFO (or a directory, device or socket) where a
-// reader expects a file.
+// Inputs that used to hang or exhaust the machine instead of failing: a FIFO (or a directory,
+// device or socket) where a reader expects a file, and configs whose shapes no file could back.
 // Each case runs in a child process under a time limit and an address-space limit, so that a
 // regression fails the test (as "timed out" or std::bad_alloc) instead of stalling the suite or
 // waking the OOM killer.
@@ -159,6 +159,44 @@ TEST(InputFiles, DirectoriesDevicesAndSocketsWhereAFileIsExpected) {
   EXPECT_EQ(outcome_in_child([&] { load_model(d + "/good"); }), "ok");
   refused([&] { read_regular_file(d + "/missing.txt", "data file"); },
                  {d + "/missing.txt", "cannot open data file", "No such file"}, "missing");
+}
+
+// ---- configs whose shapes no file backs ---------------------------------------------------------
+
+// The tiny checkpoint with config.json keys replaced.
+std::string tiny_with(const std::string& dir, const nlohmann::json& changes) {
+  save_tiny(dir);
+  std::ifstream in(dir + "/config.json");
+  nlohmann::json config = nlohmann::json::parse(in);
+  config.merge_patch(changes);
+  write_file(dir + "/config.json", config.dump());
+  return dir;
+}
+
+TEST(InputFiles, HugeConfigShapesFailBeforeAllocating) {
+  test::TempDir dir("inputs");
+  const std::string layers = tiny_with(dir.path + "/layers", {{"num_hidden_layers", 2147483647}});
+  refused([&] { load_model(layers); },
+                 {layers + "/config.json", "num_hidden_layers is 2147483647", "holds tensors of 3 layers"}, "layers");
+  // Dimensions the file's tensors do not have fail on the first tensor's shape, before the
+  // arena (2^31 x 45 floats for the vocabulary) is allocated.
+  const std::string vocab = tiny_with(dir.path + "/vocab", {{"vocab_size", 2147483647}});
+  refused([&] { load_model(vocab); }, {"model.embed_tokens.weight", "expected [2147483647, 45]"}, "vocab");
+  const std::string ffn = tiny_with(dir.path + "/ffn", {{"intermediate_size", 2147483647}});
+  refused([&] { load_model(ffn); }, {"gate_proj.weight", "expected [2147483647, 45]"}, "ffn");
+  const std::string hidden =
+      tiny_with(dir.path + "/hidden", {{"hidden_size", 2147483646}, {"head_dim", 10}, {"num_attention_heads", 9}});
+  refused([&] { load_model(hidden); }, {"model.embed_tokens.weight", "expected [261, 2147483646]"}, "hidden");
+  // Products that overflow 64 bits are refused when the config is read.
+  const std::string all = tiny_with(dir.path + "/all", {{"num_hidden_layers", 2147483647},
+                                                        {"hidden_size", 2147483646},
+                                                        {"intermediate_size", 2147483647},
+                                                        {"vocab_size", 2147483647}});
+  refused([&] { load_model(all); }, {all + "/config.json", "n_layers 2147483647", "64 bits"}, "overflow");
+  const std::string heads =
+      tiny_with(dir.path + "/heads", {{"num_attention_heads", 65536}, {"num_key_value_heads", 65536},
+                                      {"head_dim", 65536}});
+  refused([&] { load_model(heads); }, {"n_heads 65536 x head_dim 65536", "overflows 32 bits"}, "heads");
 }
 
 }  // namespace

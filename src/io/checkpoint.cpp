@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -81,12 +82,43 @@ HfTensors open_sharded(const std::string& index_path) {
   return out;
 }
 
+// The layer N of a name "<prefix>N.", or -1.
+int64_t layer_of(const std::string& name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) != 0) return -1;
+  const size_t dot = name.find('.', prefix.size());
+  const std::string digits = name.substr(prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+  if (digits.empty() || digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(digits);
+}
+
+// A config's shapes are trusted only as far as the file backs them. The layout (a slot per
+// tensor) is built only when the file holds tensors of at least as many distinct layers as the
+// config names (at most one per tensor): otherwise num_hidden_layers 2147483647 beside a small
+// file would allocate slots until the OOM killer ends the run. The arena (4 bytes per parameter)
+// is allocated only once every slot has matched a distinct tensor of its exact shape, so it
+// never holds more floats than the file's tensors hold elements, and those were checked against
+// the file's size when it was opened.
+void require_layers_present(const ModelConfig& c, const std::set<int64_t>& layers, const std::string& config_source,
+                            const std::string& layers_key, const std::string& tensor_source) {
+  OWLORE_REQUIRE(c.n_layers <= (int64_t)layers.size(), config_source, ": ", layers_key, " is ", c.n_layers, ", but ",
+                 tensor_source, " holds tensors of ", layers.size(), " layer", layers.size() == 1 ? "" : "s",
+                 ": the config does not describe these weights");
+}
+
 LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std::string& source) {
   LoadedModel model;
   model.config = read_hf_config(config_path);
   model.source = source;
-  const ModelLayout layout(model.config);
-  model.weights.assign((size_t)layout.total, 0.0f);
+  const ModelConfig& c = model.config;
+  std::set<int64_t> layers;
+  for (const auto& [name, where] : tensors.where)
+    if (const int64_t l = layer_of(name, "model.layers."); l >= 0) layers.insert(l);
+  require_layers_present(c, layers, config_path, "num_hidden_layers", source);
+  const ModelLayout layout(c);
+
+  // Every tensor the layout needs, with its shape, before the arena is allocated (see
+  // require_layers_present).
+  std::vector<std::pair<const SafetensorsFile*, const StTensor*>> found;
   for (const TensorSlot& slot : layout.tensors) {
     const auto it = tensors.where.find(slot.name);
     OWLORE_REQUIRE(it != tensors.where.end(), source, ": tensor '", slot.name, "' not found (expected shape ",
@@ -94,7 +126,14 @@ LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std
     const auto [file, t] = it->second;
     OWLORE_REQUIRE(t->shape == hf_shape(slot), file->source(), ": tensor '", slot.name, "' has shape ",
                    shape_string(t->shape), ", expected ", shape_string(hf_shape(slot)), " from ", config_path);
-    file->read_float(*t, model.weights.data() + slot.offset);
+    found.push_back(it->second);
+  }
+  model.weights.assign((size_t)layout.total, 0.0f);
+  for (size_t i = 0; i < layout.tensors.size(); i++) {
+    const TensorSlot& slot = layout.tensors[i];
+    const auto [file, t] = found[i];
+    float* dst = model.weights.data() + slot.offset;
+    file->read_float(*t, dst);
   }
   return model;
 }
@@ -104,8 +143,14 @@ LoadedModel load_gguf(const std::string& path) {
   LoadedModel model;
   model.config = file.config();
   model.source = path;
-  const ModelLayout layout(model.config);
-  model.weights.assign((size_t)layout.total, 0.0f);
+  const ModelConfig& c = model.config;
+  std::set<int64_t> blocks;
+  for (const GgufTensor& t : file.tensors())
+    if (const int64_t l = layer_of(t.name, "blk."); l >= 0) blocks.insert(l);
+  require_layers_present(c, blocks, path, "llama.block_count", path);
+  const ModelLayout layout(c);
+
+  std::vector<const GgufTensor*> found;
   for (const TensorSlot& slot : layout.tensors) {
     const std::string name = gguf_name_for_hf(slot.name);
     OWLORE_REQUIRE(!name.empty(), path, ": internal: no GGUF name for '", slot.name, "'");
@@ -115,14 +160,20 @@ LoadedModel load_gguf(const std::string& path) {
     OWLORE_REQUIRE(t->hf_shape() == hf_shape(slot), path, ": tensor '", name, "' (", slot.name, ") has shape ",
                    shape_string(t->hf_shape()), " (ne ", shape_string(t->ne), "), expected ",
                    shape_string(hf_shape(slot)));
+    found.push_back(t);
+  }
+  model.weights.assign((size_t)layout.total, 0.0f);
+  for (size_t i = 0; i < layout.tensors.size(); i++) {
+    const TensorSlot& slot = layout.tensors[i];
+    const GgufTensor* t = found[i];
     float* dst = model.weights.data() + slot.offset;
     file.dequantize(*t, dst);
     // llama.cpp's converter stored wq/wk rows for interleaved RoPE; the runtime (like
     // transformers) rotates halves, so put the rows back.
     if (ends_with(slot.name, "self_attn.q_proj.weight"))
-      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, model.config.n_heads);
+      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, c.n_heads);
     else if (ends_with(slot.name, "self_attn.k_proj.weight"))
-      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, model.config.n_kv_heads);
+      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, c.n_kv_heads);
   }
   return model;
 }
