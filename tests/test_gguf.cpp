@@ -18,6 +18,7 @@
 #include "io/model_info.h"
 #include "io/safetensors.h"
 #include "model/layout.h"
+#include "child_test_util.h"
 #include "test_util.h"
 
 namespace owlore {
@@ -333,7 +334,9 @@ TEST(GgufMetadata, EveryValueType) {
 
 // What a test changes in the file write_llama_gguf writes.
 struct GgufEdits {
+  int64_t block_count = -1;  // llama.block_count when >= 0 (else the config's)
   std::optional<float> freq_base, rms_eps;  // instead of the config's
+  std::vector<std::string> extra_tensors;   // more F32 tensors of two elements
 };
 
 // A complete llama GGUF for `config`, with all tensors F32 (so load_model must reproduce
@@ -343,7 +346,7 @@ void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::
   GgufWriter w;
   w.string("general.architecture", "llama");
   w.string("general.name", "test-llama");
-  w.u32("llama.block_count", c.n_layers);
+  w.u32("llama.block_count", edits.block_count >= 0 ? (uint32_t)edits.block_count : c.n_layers);
   w.u32("llama.embedding_length", c.d_model);
   w.u32("llama.feed_forward_length", c.ffn);
   w.u32("llama.attention.head_count", c.n_heads);
@@ -377,7 +380,8 @@ void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::
     w.tensor_f32(gguf_name_for_hf(slot.name), ne, p);
   }
   const float inv_freq[2] = {1.0f, 0.5f};
-  w.tensor_f32("rope_freqs.weight", {2}, inv_freq);  // extra tensors are ignored
+  w.tensor_f32("blk.0.attn_rot_embd.weight", {2}, inv_freq);  // the inv_freq buffer: harmless, ignored
+  for (const std::string& name : edits.extra_tensors) w.tensor_f32(name, {2}, inv_freq);
   w.save(path);
 }
 
@@ -457,6 +461,29 @@ TEST(GgufModel, MissingAndMisshapenTensorsAreNamed) {
   expect_error([&] { load_model(dir.path + "/bad.gguf"); },
                {dir.path + "/bad.gguf", "blk.0.ffn_up.weight", "model.layers.0.mlp.up_proj.weight",
                 "has shape [52, 36]", "expected [53, 36]"});
+}
+
+TEST(GgufModel, TensorsTheMetadataDoesNotUseAreErrors) {
+  TempDir dir;
+  const ModelConfig c = small_config(false);  // 3 blocks
+  const std::vector<float> weights = test::random_vector(ModelLayout(c).total, 9);
+  GgufEdits fewer;
+  fewer.block_count = 1;
+  write_llama_gguf(dir.path + "/fewer.gguf", c, weights, fewer);
+  expect_error([&] { load_model(dir.path + "/fewer.gguf"); },
+               {dir.path + "/fewer.gguf", "18 tensors that the model does not use", "'blk.1.attn_k.weight'",
+                "llama.block_count is 1, but the file holds blocks up to 2"});
+  // llama.cpp's per-frequency RoPE scaling (Llama 3.1): plain RoPE would run the model wrong.
+  GgufEdits rope;
+  rope.extra_tensors = {"rope_freqs.weight"};
+  write_llama_gguf(dir.path + "/rope.gguf", c, weights, rope);
+  expect_error([&] { load_model(dir.path + "/rope.gguf"); }, {"1 tensor that the model does not use: 'rope_freqs.weight'"});
+  // More blocks named than the file has tensors for fails before the layout is built.
+  GgufEdits huge;
+  huge.block_count = 2147483647;
+  write_llama_gguf(dir.path + "/huge.gguf", c, weights, huge);
+  test::expect_refused_in_child([&] { load_model(dir.path + "/huge.gguf"); },
+                                {"llama.block_count is 2147483647", "holds tensors of 3 layers"}, "huge block count");
 }
 
 TEST(GgufModel, RopeBaseAndNormEpsilonMustBeFiniteAndPositive) {

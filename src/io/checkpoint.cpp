@@ -1,5 +1,7 @@
 #include "io/checkpoint.h"
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <set>
@@ -82,6 +84,15 @@ HfTensors open_sharded(const std::string& index_path) {
   return out;
 }
 
+// "a, b, c and 5 more": the first few names of a list for an error message.
+std::string name_list(const std::vector<std::string>& names) {
+  constexpr size_t kListed = 6;
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < kListed; i++) out += (i ? ", " : "") + ("'" + names[i] + "'");
+  if (names.size() > kListed) out += " and " + std::to_string(names.size() - kListed) + " more";
+  return out;
+}
+
 // The layer N of a name "<prefix>N.", or -1.
 int64_t layer_of(const std::string& name, const std::string& prefix) {
   if (name.rfind(prefix, 0) != 0) return -1;
@@ -119,6 +130,7 @@ LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std
   // Every tensor the layout needs, with its shape, before the arena is allocated (see
   // require_layers_present).
   std::vector<std::pair<const SafetensorsFile*, const StTensor*>> found;
+  std::set<std::string> used;
   for (const TensorSlot& slot : layout.tensors) {
     const auto it = tensors.where.find(slot.name);
     OWLORE_REQUIRE(it != tensors.where.end(), source, ": tensor '", slot.name, "' not found (expected shape ",
@@ -127,13 +139,49 @@ LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std
     OWLORE_REQUIRE(t->shape == hf_shape(slot), file->source(), ": tensor '", slot.name, "' has shape ",
                    shape_string(t->shape), ", expected ", shape_string(hf_shape(slot)), " from ", config_path);
     found.push_back(it->second);
+    used.insert(slot.name);
   }
+  // A tensor the config does not use means the config is not this file's (num_hidden_layers 1 on
+  // a 3-layer file would train a third of the model and save it as the whole). Two are harmless:
+  // rotary inv_freq buffers (the RoPE frequencies, which the runtime computes from rope_theta;
+  // older transformers saved them), and under tied embeddings an lm_head equal to the embedding
+  // (exporters that untie shared tensors write the copy; it carries nothing the tie drops),
+  // which is compared once the embedding is read.
+  std::vector<std::string> unused;
+  int64_t top_layer = -1;
+  for (const auto& [name, where] : tensors.where) {
+    if (used.count(name) || ends_with(name, ".rotary_emb.inv_freq")) continue;
+    if (name == "lm_head.weight" && c.tied_embeddings) continue;
+    unused.push_back(name);
+    top_layer = std::max(top_layer, layer_of(name, "model.layers."));
+  }
+  if (!unused.empty())
+    fail(source, ": ", unused.size(), " tensor", unused.size() > 1 ? "s" : "", " that ", config_path,
+         " does not use: ", name_list(unused),
+         top_layer >= c.n_layers ? " (num_hidden_layers is " + std::to_string(c.n_layers) +
+                                       ", but the file holds layers up to " + std::to_string(top_layer) + ")"
+                                 : std::string(),
+         "; the config does not describe these weights");
+
   model.weights.assign((size_t)layout.total, 0.0f);
   for (size_t i = 0; i < layout.tensors.size(); i++) {
     const TensorSlot& slot = layout.tensors[i];
     const auto [file, t] = found[i];
     float* dst = model.weights.data() + slot.offset;
     file->read_float(*t, dst);
+  }
+  if (const auto head = tensors.where.find("lm_head.weight"); c.tied_embeddings && head != tensors.where.end()) {
+    const auto [file, t] = head->second;
+    const TensorSlot& embedding = layout.tensors.front();  // the arena's first slot
+    bool same = t->shape == hf_shape(embedding);
+    if (same) {
+      const std::vector<float> values = file->read_float(*t);
+      same = std::memcmp(values.data(), model.weights.data() + layout.embedding, values.size() * sizeof(float)) == 0;
+    }
+    OWLORE_REQUIRE(same, file->source(), ": tensor 'lm_head.weight' (shape ", shape_string(t->shape),
+                   ") differs from 'model.embed_tokens.weight', but ", config_path,
+                   " sets tie_word_embeddings true, which would replace the head by the embedding ",
+                   "(set it false to load this head)");
   }
   return model;
 }
@@ -151,6 +199,7 @@ LoadedModel load_gguf(const std::string& path) {
   const ModelLayout layout(c);
 
   std::vector<const GgufTensor*> found;
+  std::set<std::string> used;
   for (const TensorSlot& slot : layout.tensors) {
     const std::string name = gguf_name_for_hf(slot.name);
     OWLORE_REQUIRE(!name.empty(), path, ": internal: no GGUF name for '", slot.name, "'");
@@ -161,7 +210,28 @@ LoadedModel load_gguf(const std::string& path) {
                    shape_string(t->hf_shape()), " (ne ", shape_string(t->ne), "), expected ",
                    shape_string(hf_shape(slot)));
     found.push_back(t);
+    used.insert(name);
   }
+  // As for safetensors: every tensor must be one the model uses, except blk.N.attn_rot_embd,
+  // the GGUF name of the rotary inv_freq buffer (llama.cpp's LLM_TENSOR_ATTN_ROT_EMBD). The head
+  // is untied exactly when output.weight is present, so that one is always used.
+  // rope_freqs.weight, llama.cpp's per-frequency RoPE scaling (Llama 3.1), is refused too: plain
+  // RoPE would run such a model wrong.
+  std::vector<std::string> unused;
+  int64_t top_block = -1;
+  for (const GgufTensor& t : file.tensors()) {
+    if (used.count(t.name) || (layer_of(t.name, "blk.") >= 0 && ends_with(t.name, ".attn_rot_embd.weight"))) continue;
+    unused.push_back(t.name);
+    top_block = std::max(top_block, layer_of(t.name, "blk."));
+  }
+  if (!unused.empty())
+    fail(path, ": ", unused.size(), " tensor", unused.size() > 1 ? "s" : "", " that the model does not use: ",
+         name_list(unused),
+         top_block >= c.n_layers ? " (llama.block_count is " + std::to_string(c.n_layers) +
+                                       ", but the file holds blocks up to " + std::to_string(top_block) + ")"
+                                 : std::string(),
+         "; the metadata does not describe these weights");
+
   model.weights.assign((size_t)layout.total, 0.0f);
   for (size_t i = 0; i < layout.tensors.size(); i++) {
     const TensorSlot& slot = layout.tensors[i];

@@ -22,9 +22,9 @@ struct LoadedModel {
 // transformers), a .safetensors file (config.json beside it), a model.safetensors.index.json,
 // or a .gguf file (each a regular file: io/files.h). Nothing the config sizes is allocated
 // before the file backs it: the layout only when the file holds tensors of as many layers, the
-// weights only once every tensor the layout needs is present with the right shape. Extra
-// tensors (rotary inv_freq, ...) are ignored; lm_head may be absent when the embeddings are tied.
-// GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
+// weights only once every tensor the layout needs is present with the right shape. Every tensor
+// present must be one the layout uses, except rotary inv_freq buffers and, under tied
+// embeddings, an lm_head bit-identical to the embedding. GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
 LoadedModel load_model(const std::string& path);
 
 // Writes dir/model.safetensors (dtype "bf16" or "f32"; bf16 rounds to nearest even) and
