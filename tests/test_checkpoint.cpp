@@ -319,6 +319,23 @@ TEST(Checkpoint, TensorsTheConfigDoesNotUseAreErrors) {
                 "tie_word_embeddings true"});
 }
 
+TEST(Checkpoint, NonFiniteWeightsAreNamed) {
+  const ModelConfig c = preset_config("tiny");
+  const ModelLayout layout(c);
+  std::vector<float> w = test::random_vector(layout.total, 13);
+  const TensorSlot& up = *layout.find("model.layers.1.mlp.up_proj.weight");
+  w[up.offset + 5] = std::nanf("");
+  w[up.offset + 9] = INFINITY;
+  w[up.offset + 10] = -INFINITY;
+  TempDir dir;
+  for (const char* dtype : {"f32", "bf16"}) {
+    save_hf_checkpoint(dir.path, layout, w.data(), dtype);
+    expect_error([&] { load_model(dir.path); },
+                 {dir.path + "/model.safetensors", "tensor 'model.layers.1.mlp.up_proj.weight'",
+                  "holds 3 non-finite values (NaN or Inf) among 3195", "first at element 5"});
+  }
+}
+
 TEST(Checkpoint, F16AndBf16SourcesConvert) {
   const ModelConfig c = preset_config("tiny-tied");
   HfWriter h{c, test::random_vector(ModelLayout(c).total, 5)};

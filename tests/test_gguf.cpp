@@ -337,6 +337,7 @@ struct GgufEdits {
   int64_t block_count = -1;  // llama.block_count when >= 0 (else the config's)
   std::optional<float> freq_base, rms_eps;  // instead of the config's
   std::vector<std::string> extra_tensors;   // more F32 tensors of two elements
+  std::string nan_tensor;                   // this tensor's element 3 is NaN
 };
 
 // A complete llama GGUF for `config`, with all tensors F32 (so load_model must reproduce
@@ -377,6 +378,7 @@ void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::
       permute_rows_for_interleaved_rope(p, slot.rows, slot.cols, c.n_kv_heads);
     std::vector<uint64_t> ne = {(uint64_t)slot.cols};
     if (slot.rows > 1) ne.push_back((uint64_t)slot.rows);
+    if (gguf_name_for_hf(slot.name) == edits.nan_tensor) p[3] = std::nanf("");
     w.tensor_f32(gguf_name_for_hf(slot.name), ne, p);
   }
   const float inv_freq[2] = {1.0f, 0.5f};
@@ -484,6 +486,16 @@ TEST(GgufModel, TensorsTheMetadataDoesNotUseAreErrors) {
   write_llama_gguf(dir.path + "/huge.gguf", c, weights, huge);
   test::expect_refused_in_child([&] { load_model(dir.path + "/huge.gguf"); },
                                 {"llama.block_count is 2147483647", "holds tensors of 3 layers"}, "huge block count");
+}
+
+TEST(GgufModel, NonFiniteTensorIsNamed) {
+  TempDir dir;
+  const ModelConfig c = small_config(true);
+  GgufEdits nan;
+  nan.nan_tensor = "blk.1.ffn_gate.weight";
+  write_llama_gguf(dir.path + "/nan.gguf", c, test::random_vector(ModelLayout(c).total, 10), nan);
+  expect_error([&] { load_model(dir.path + "/nan.gguf"); },
+               {dir.path + "/nan.gguf", "tensor 'blk.1.ffn_gate.weight' holds 1 non-finite values", "first at element 3"});
 }
 
 TEST(GgufModel, RopeBaseAndNormEpsilonMustBeFiniteAndPositive) {

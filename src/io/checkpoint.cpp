@@ -1,6 +1,7 @@
 #include "io/checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -116,6 +117,16 @@ void require_layers_present(const ModelConfig& c, const std::set<int64_t>& layer
                  ": the config does not describe these weights");
 }
 
+// NaN or Inf in a weight poisons every forward and backward that reads it, and the loss a user
+// reads (JSON has no NaN: it prints null); refuse it at load, naming the tensor.
+void require_finite(const float* x, int64_t n, const std::string& source, const std::string& tensor) {
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < n; i++)
+    if (!std::isfinite(x[i]) && bad++ == 0) first = i;
+  OWLORE_REQUIRE(bad == 0, source, ": tensor '", tensor, "' holds ", bad, " non-finite values (NaN or Inf) among ", n,
+                 ", the first at element ", first);
+}
+
 LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std::string& source) {
   LoadedModel model;
   model.config = read_hf_config(config_path);
@@ -169,6 +180,7 @@ LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std
     const auto [file, t] = found[i];
     float* dst = model.weights.data() + slot.offset;
     file->read_float(*t, dst);
+    require_finite(dst, slot.numel(), file->source(), slot.name);
   }
   if (const auto head = tensors.where.find("lm_head.weight"); c.tied_embeddings && head != tensors.where.end()) {
     const auto [file, t] = head->second;
@@ -238,6 +250,7 @@ LoadedModel load_gguf(const std::string& path) {
     const GgufTensor* t = found[i];
     float* dst = model.weights.data() + slot.offset;
     file.dequantize(*t, dst);
+    require_finite(dst, slot.numel(), path, t->name);
     // llama.cpp's converter stored wq/wk rows for interleaved RoPE; the runtime (like
     // transformers) rotates halves, so put the rows back.
     if (ends_with(slot.name, "self_attn.q_proj.weight"))

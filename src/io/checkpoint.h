@@ -24,7 +24,8 @@ struct LoadedModel {
 // before the file backs it: the layout only when the file holds tensors of as many layers, the
 // weights only once every tensor the layout needs is present with the right shape. Every tensor
 // present must be one the layout uses, except rotary inv_freq buffers and, under tied
-// embeddings, an lm_head bit-identical to the embedding. GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
+// embeddings, an lm_head bit-identical to the embedding; a tensor holding NaN or Inf is an
+// error naming it. GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
 LoadedModel load_model(const std::string& path);
 
 // Writes dir/model.safetensors (dtype "bf16" or "f32"; bf16 rounds to nearest even) and
