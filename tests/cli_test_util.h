@@ -14,8 +14,10 @@ struct CliRun {
   std::string output;  // stdout and stderr together
 };
 
-inline CliRun run_owlore(const std::string& args) {
-  const std::string command = std::string(OWLORE_BINARY) + " " + args + " 2>&1";
+// timeout_s > 0 runs the binary under timeout(1): a hang then ends with exit code 124.
+inline CliRun run_owlore(const std::string& args, int timeout_s = 0) {
+  const std::string prefix = timeout_s > 0 ? "timeout -s KILL " + std::to_string(timeout_s) + " " : "";
+  const std::string command = prefix + std::string(OWLORE_BINARY) + " " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   std::string output;
   std::array<char, 4096> buffer;

@@ -122,6 +122,19 @@ TEST(HfConfig, ErrorsNameFileAndKey) {
   }, {"a/config.json", "head_dim must be even"});
 }
 
+TEST(HfConfig, RopeThetaAndNormEpsMustBeFiniteAndPositive) {
+  const std::string base = R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "vocab_size": 300, )";
+  for (const char* key : {"rope_theta", "rms_norm_eps"})
+    for (const char* value : {"0", "-1", "-1e-06", "1e+39", "1e-50"})  // as the JSON library prints them
+      expect_error([&] { parse_hf_config(base + "\"" + key + "\": " + value + "}", "a/config.json"); },
+                   {"a/config.json", std::string("key '") + key + "' = " + value, "expected a finite 32-bit float > 0"});
+  expect_error([&] {
+    parse_hf_config(base + R"("rope_parameters": {"rope_type": "default", "rope_theta": -5}})", "a/config.json");
+  }, {"a/config.json: rope_parameters", "key 'rope_theta' = -5"});
+  EXPECT_EQ(parse_hf_config(base + R"("rope_theta": 5e5, "rms_norm_eps": 1e-6})", "a/config.json").rope_theta, 5e5f);
+}
+
 TEST(HfConfig, WrittenConfigLoadsAsLlama) {
   for (const char* preset : {"smollm2-135m", "tiny", "llama3-8b"}) {
     ModelConfig c = preset_config(preset);
@@ -258,16 +271,69 @@ TEST(Checkpoint, MissingMisshapenAndExtraTensors) {
                {dir.path + "/shape/model.safetensors", "tensor 'model.layers.1.self_attn.k_proj.weight'",
                 "has shape [45, 30], expected [30, 45]"});
 
-  // Untied model without lm_head: error; tied model without lm_head: fine (and the tied model's
-  // loader ignores an lm_head that is present).
+  // Untied model without lm_head: error; tied model without lm_head: fine.
   h.wrong_shape.clear();
   h.skip = "lm_head.weight";
   h.save(dir.path + "/nohead");
   expect_error([&] { load_model(dir.path + "/nohead"); }, {"tensor 'lm_head.weight' not found"});
-  HfWriter tied{preset_config("tiny-tied"), test::random_vector(ModelLayout(preset_config("tiny-tied")).total, 4)};
-  tied.extra = "lm_head.weight";
-  tied.save(dir.path + "/tied");
-  EXPECT_EQ(load_model(dir.path + "/tied").weights, tied.w);
+}
+
+TEST(Checkpoint, TensorsTheConfigDoesNotUseAreErrors) {
+  TempDir dir;
+  const ModelConfig c = preset_config("tiny");  // 3 layers
+  HfWriter h{c, test::random_vector(ModelLayout(c).total, 12)};
+  // num_hidden_layers 1 on a 3-layer file would drop two layers silently.
+  h.save(dir.path + "/fewer");
+  ModelConfig one = c;
+  one.n_layers = 1;
+  write_hf_config(dir.path + "/fewer/config.json", one, "float32");
+  expect_error([&] { load_model(dir.path + "/fewer"); },
+               {dir.path + "/fewer/model.safetensors", "18 tensors that", "does not use",
+                "'model.layers.1.input_layernorm.weight'", "and 12 more",
+                "num_hidden_layers is 1, but the file holds layers up to 2"});
+  // Any other tensor the layout lacks.
+  h.extra = "model.layers.0.self_attn.q_norm.weight";
+  h.save(dir.path + "/extra");
+  expect_error([&] { load_model(dir.path + "/extra"); },
+               {"1 tensor that", "'model.layers.0.self_attn.q_norm.weight'", "does not describe these weights"});
+
+  // Tied embeddings with an lm_head: refused unless it is bit-identical to the embedding.
+  const ModelConfig tc = preset_config("tiny-tied");
+  const ModelLayout tl(tc);
+  const std::vector<float> tw = test::random_vector(tl.total, 4);
+  const TensorSlot& embedding = *tl.find("model.embed_tokens.weight");
+  std::vector<StWriteTensor> tensors;
+  for (const TensorSlot& s : tl.tensors)
+    tensors.push_back({s.name, s.rows == 1 ? std::vector<int64_t>{s.cols} : std::vector<int64_t>{s.rows, s.cols},
+                       tw.data() + s.offset});
+  std::vector<float> head(tw.begin() + embedding.offset, tw.begin() + embedding.offset + embedding.numel());
+  tensors.push_back({"lm_head.weight", {embedding.rows, embedding.cols}, head.data()});
+  fs::create_directories(dir.path + "/tied");
+  write_hf_config(dir.path + "/tied/config.json", tc, "float32");
+  write_safetensors(dir.path + "/tied/model.safetensors", tensors, StDtype::F32);
+  EXPECT_EQ(load_model(dir.path + "/tied").weights, tw);  // an exact copy carries nothing the tie drops
+  head[17] += 1.0f;
+  write_safetensors(dir.path + "/tied/model.safetensors", tensors, StDtype::F32);
+  expect_error([&] { load_model(dir.path + "/tied"); },
+               {dir.path + "/tied/model.safetensors", "tensor 'lm_head.weight'", "differs from 'model.embed_tokens.weight'",
+                "tie_word_embeddings true"});
+}
+
+TEST(Checkpoint, NonFiniteWeightsAreNamed) {
+  const ModelConfig c = preset_config("tiny");
+  const ModelLayout layout(c);
+  std::vector<float> w = test::random_vector(layout.total, 13);
+  const TensorSlot& up = *layout.find("model.layers.1.mlp.up_proj.weight");
+  w[up.offset + 5] = std::nanf("");
+  w[up.offset + 9] = INFINITY;
+  w[up.offset + 10] = -INFINITY;
+  TempDir dir;
+  for (const char* dtype : {"f32", "bf16"}) {
+    save_hf_checkpoint(dir.path, layout, w.data(), dtype);
+    expect_error([&] { load_model(dir.path); },
+                 {dir.path + "/model.safetensors", "tensor 'model.layers.1.mlp.up_proj.weight'",
+                  "holds 3 non-finite values (NaN or Inf) among 3195", "first at element 5"});
+  }
 }
 
 TEST(Checkpoint, F16AndBf16SourcesConvert) {

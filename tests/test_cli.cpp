@@ -77,6 +77,11 @@ TEST(Cli, BadInputIsOneLineAndNonZero) {
 #include <thread>
 
 #include "io/checkpoint.h"
+#include "model/layout.h"
+#include "test_util.h"
+
+#include <fstream>
+#include <sys/stat.h>
 
 using namespace owlore;
 
@@ -113,4 +118,70 @@ TEST(Cli, KilledDuringCheckpointingLeavesALoadableCheckpointAndResumes) {
     EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
   }
   fs::remove_all(out);
+}
+
+// A fresh directory for one test's files, removed when the test ends.
+struct EvalDir {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("owlore_eval_" + std::to_string(getpid()));
+  EvalDir() { std::filesystem::create_directories(path); }
+  ~EvalDir() { std::filesystem::remove_all(path); }
+};
+
+TEST(Cli, EvalOnAFifoFailsAtOnce) {
+  // It used to block forever in open(); timeout(1) ends such a run with exit code 124.
+  EvalDir dir;
+  const std::string fifo = (dir.path / "data.fifo").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  const CliRun r = owlore::test::run_owlore("eval --preset tiny --seq 16 --data " + fifo, 20);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.exit_code, 124) << "eval blocked on a FIFO";
+  EXPECT_NE(r.output.find(fifo + ": data file is a FIFO (named pipe), expected a regular file"), std::string::npos)
+      << r.output;
+}
+
+TEST(Cli, EvalWithANonFiniteLossFails) {
+  // Finite weights so large that the forward overflows: the loss is NaN, which JSON prints as null.
+  EvalDir dir;
+  const ModelLayout tiny(preset_config("tiny"));
+  const std::vector<float> huge = owlore::test::random_vector(tiny.total, 3, 1e18f);
+  save_hf_checkpoint((dir.path / "huge").string(), tiny, huge.data(), "f32");
+  const CliRun r =
+      run("eval --model " + (dir.path / "huge").string() + " --seq 16 --batch 1 --max-batches 1 --data " + kData);
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("\"loss\":null"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("not a finite number"), std::string::npos) << r.output;
+}
+
+TEST(Cli, EvalWithNoScoredTokenFails) {
+  // Instruction data whose first sequence is all system prompt: no answer token to score.
+  EvalDir dir;
+  ModelConfig c;
+  c.name = "tok";
+  c.n_layers = 1;
+  c.d_model = 8;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 4;
+  c.ffn = 12;
+  c.vocab = 49152;  // the SmolLM2 tokenizer's
+  c.max_seq = 64;
+  c.tied_embeddings = true;
+  const ModelLayout layout(c);
+  const std::filesystem::path model = dir.path / "tok";
+  save_hf_checkpoint(model.string(), layout, owlore::test::random_vector(layout.total, 4, 0.1f).data(), "f32");
+  std::filesystem::copy_file(std::string(OWLORE_SOURCE_DIR) + "/tests/data/smollm2_tokenizer.json",
+                             model / "tokenizer.json");
+  const std::string jsonl = (dir.path / "qa.jsonl").string();
+  std::ofstream(jsonl) << "{\"question\": \"What is 2 + 2?\", \"answer\": \"Two and two make four, so 2 + 2 = 4.\"}\n";
+  const std::string common = "eval --model " + model.string() + " --seq 8 --batch 1 --data " + jsonl;
+  const CliRun masked = run(common + " --max-batches 1");
+  EXPECT_NE(masked.exit_code, 0) << masked.output;
+  EXPECT_NE(masked.output.find(jsonl + ": no token was scored: every target in the 1 evaluated sequence is masked"),
+            std::string::npos) << masked.output;
+  EXPECT_EQ(masked.output.find("\"perplexity\":1.0"), std::string::npos) << masked.output;
+  // All of the data reaches the answer: a loss.
+  const CliRun scored = run(common);
+  EXPECT_EQ(scored.exit_code, 0) << scored.output;
+  EXPECT_NE(scored.output.find("\"loss\":"), std::string::npos) << scored.output;
 }

@@ -252,6 +252,38 @@ TEST(TokenFile, DamagedFilesAreRefusedNamingTheFile) {
             std::string::npos);
 }
 
+TEST(TokenStreamDispatch, DamagedMagicIsAnErrorNotText) {
+  write_token_file(temp_path("good.tok"), {10, 20, 30});
+  std::string bytes;
+  {
+    std::ifstream in(temp_path("good.tok"), std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const struct {
+    const char* name;
+    std::string magic, shown;
+  } damaged[] = {
+      {"j.tok", std::string("OWLTOJ1\0", 8), "OWLTOJ1\\0"},     // one letter (one bit: K 0x4b, J 0x4a)
+      {"v2.tok", std::string("OWLTOK2\0", 8), "OWLTOK2\\0"},    // the version digit
+      {"lower.tok", std::string("owltok1\0", 8), "owltok1\\0"},  // case
+      {"nul.tok", std::string("OWLTOK1\x01", 8), "OWLTOK1\\x01"},  // a bit of the final NUL
+      {"two.tok", std::string("OVLTOK1 ", 8), "OVLTOK1 "},         // two bytes
+  };
+  for (const auto& d : damaged) {
+    std::string content = bytes;
+    content.replace(0, 8, d.magic);
+    const std::string path = write_file(d.name, content);
+    for (const Tokenizer* tok : {static_cast<const Tokenizer*>(nullptr), &smollm2()}) {
+      const std::string message = error_of([&] { load_token_stream(path, tok); });
+      EXPECT_NE(message.find(path + ": starts with \"" + d.shown + "\""), std::string::npos) << message;
+      EXPECT_NE(message.find("looks like a damaged token file"), std::string::npos) << message;
+    }
+  }
+  // Text that merely shares a few letters with the magic is still text.
+  const std::string owls = write_file("owls.txt", "OWLS are birds.");
+  EXPECT_EQ(load_token_stream(owls, nullptr).tokens, byte_tokens("OWLS are birds."));
+}
+
 TEST(TokenStreamDispatch, PicksTheSourceByMagicThenExtension) {
   const Tokenizer& tok = smollm2();
   const std::string tokens_named_txt = temp_path("tokens.txt");

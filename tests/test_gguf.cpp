@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -17,6 +18,7 @@
 #include "io/model_info.h"
 #include "io/safetensors.h"
 #include "model/layout.h"
+#include "child_test_util.h"
 #include "test_util.h"
 
 namespace owlore {
@@ -330,13 +332,22 @@ TEST(GgufMetadata, EveryValueType) {
 
 // ---- llama config and load_model --------------------------------------------------------------
 
+// What a test changes in the file write_llama_gguf writes.
+struct GgufEdits {
+  int64_t block_count = -1;  // llama.block_count when >= 0 (else the config's)
+  std::optional<float> freq_base, rms_eps;  // instead of the config's
+  std::vector<std::string> extra_tensors;   // more F32 tensors of two elements
+  std::string nan_tensor;                   // this tensor's element 3 is NaN
+};
+
 // A complete llama GGUF for `config`, with all tensors F32 (so load_model must reproduce
 // `weights` exactly), wq/wk permuted the way llama.cpp's converter stores them.
-void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::vector<float>& weights) {
+void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::vector<float>& weights,
+                      const GgufEdits& edits = {}) {
   GgufWriter w;
   w.string("general.architecture", "llama");
   w.string("general.name", "test-llama");
-  w.u32("llama.block_count", c.n_layers);
+  w.u32("llama.block_count", edits.block_count >= 0 ? (uint32_t)edits.block_count : c.n_layers);
   w.u32("llama.embedding_length", c.d_model);
   w.u32("llama.feed_forward_length", c.ffn);
   w.u32("llama.attention.head_count", c.n_heads);
@@ -345,8 +356,8 @@ void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::
   // The tiny presets have head_dim != d_model / n_heads; llama.cpp writes key_length then.
   w.u32("llama.attention.key_length", c.head_dim);
   w.u32("llama.attention.value_length", c.head_dim);
-  w.f32("llama.rope.freq_base", c.rope_theta);
-  w.f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+  w.f32("llama.rope.freq_base", edits.freq_base.value_or(c.rope_theta));
+  w.f32("llama.attention.layer_norm_rms_epsilon", edits.rms_eps.value_or(c.norm_eps));
   w.u32("llama.context_length", c.max_seq);
   std::vector<std::string> tokens;
   for (int i = 0; i < c.vocab; i++) tokens.push_back("t" + std::to_string(i));
@@ -367,10 +378,12 @@ void write_llama_gguf(const std::string& path, const ModelConfig& c, const std::
       permute_rows_for_interleaved_rope(p, slot.rows, slot.cols, c.n_kv_heads);
     std::vector<uint64_t> ne = {(uint64_t)slot.cols};
     if (slot.rows > 1) ne.push_back((uint64_t)slot.rows);
+    if (gguf_name_for_hf(slot.name) == edits.nan_tensor) p[3] = std::nanf("");
     w.tensor_f32(gguf_name_for_hf(slot.name), ne, p);
   }
   const float inv_freq[2] = {1.0f, 0.5f};
-  w.tensor_f32("rope_freqs.weight", {2}, inv_freq);  // extra tensors are ignored
+  w.tensor_f32("blk.0.attn_rot_embd.weight", {2}, inv_freq);  // the inv_freq buffer: harmless, ignored
+  for (const std::string& name : edits.extra_tensors) w.tensor_f32(name, {2}, inv_freq);
   w.save(path);
 }
 
@@ -450,6 +463,55 @@ TEST(GgufModel, MissingAndMisshapenTensorsAreNamed) {
   expect_error([&] { load_model(dir.path + "/bad.gguf"); },
                {dir.path + "/bad.gguf", "blk.0.ffn_up.weight", "model.layers.0.mlp.up_proj.weight",
                 "has shape [52, 36]", "expected [53, 36]"});
+}
+
+TEST(GgufModel, TensorsTheMetadataDoesNotUseAreErrors) {
+  TempDir dir;
+  const ModelConfig c = small_config(false);  // 3 blocks
+  const std::vector<float> weights = test::random_vector(ModelLayout(c).total, 9);
+  GgufEdits fewer;
+  fewer.block_count = 1;
+  write_llama_gguf(dir.path + "/fewer.gguf", c, weights, fewer);
+  expect_error([&] { load_model(dir.path + "/fewer.gguf"); },
+               {dir.path + "/fewer.gguf", "18 tensors that the model does not use", "'blk.1.attn_k.weight'",
+                "llama.block_count is 1, but the file holds blocks up to 2"});
+  // llama.cpp's per-frequency RoPE scaling (Llama 3.1): plain RoPE would run the model wrong.
+  GgufEdits rope;
+  rope.extra_tensors = {"rope_freqs.weight"};
+  write_llama_gguf(dir.path + "/rope.gguf", c, weights, rope);
+  expect_error([&] { load_model(dir.path + "/rope.gguf"); }, {"1 tensor that the model does not use: 'rope_freqs.weight'"});
+  // More blocks named than the file has tensors for fails before the layout is built.
+  GgufEdits huge;
+  huge.block_count = 2147483647;
+  write_llama_gguf(dir.path + "/huge.gguf", c, weights, huge);
+  test::expect_refused_in_child([&] { load_model(dir.path + "/huge.gguf"); },
+                                {"llama.block_count is 2147483647", "holds tensors of 3 layers"}, "huge block count");
+}
+
+TEST(GgufModel, NonFiniteTensorIsNamed) {
+  TempDir dir;
+  const ModelConfig c = small_config(true);
+  GgufEdits nan;
+  nan.nan_tensor = "blk.1.ffn_gate.weight";
+  write_llama_gguf(dir.path + "/nan.gguf", c, test::random_vector(ModelLayout(c).total, 10), nan);
+  expect_error([&] { load_model(dir.path + "/nan.gguf"); },
+               {dir.path + "/nan.gguf", "tensor 'blk.1.ffn_gate.weight' holds 1 non-finite values", "first at element 3"});
+}
+
+TEST(GgufModel, RopeBaseAndNormEpsilonMustBeFiniteAndPositive) {
+  TempDir dir;
+  const ModelConfig c = small_config(true);
+  const std::vector<float> weights = test::random_vector(ModelLayout(c).total, 11);
+  for (const float bad : {INFINITY, -INFINITY, NAN, 0.0f, -1.0f}) {
+    for (const bool base : {true, false}) {
+      GgufEdits e;
+      (base ? e.freq_base : e.rms_eps) = bad;
+      write_llama_gguf(dir.path + "/m.gguf", c, weights, e);
+      const std::string key = base ? "llama.rope.freq_base" : "llama.attention.layer_norm_rms_epsilon";
+      expect_error([&] { GgufFile(dir.path + "/m.gguf").config(); },
+                   {dir.path + "/m.gguf", "metadata key '" + key + "' = ", "expected a finite 32-bit float > 0"});
+    }
+  }
 }
 
 TEST(GgufModel, ConfigErrorsNameTheKey) {

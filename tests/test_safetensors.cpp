@@ -174,7 +174,7 @@ TEST(Safetensors, BadFilesFailWithNamedErrors) {
     uint64_t huge = ~0ull;
     expect_bad_file(std::string(reinterpret_cast<const char*>(&huge), 8) + "{}", {"runs past the end of the file"});
   }
-  expect_bad_file(st_bytes("[1, 2]", ""), {"header JSON is a array, expected an object"});
+  expect_bad_file(st_bytes("[1, 2]", ""), {"header does not start with '{'"});
   expect_bad_file(st_bytes("{\"a\": ", ""), {"header is not valid JSON"});
   expect_bad_file(st_bytes(std::string(100, '[') + std::string(100, ']'), ""), {"nested deeper"});
   expect_bad_file(st_bytes(R"({"t": 3})", ""), {"tensor 't'", "expected an object"});
@@ -205,6 +205,40 @@ TEST(Safetensors, BadFilesFailWithNamedErrors) {
       {"tensor 'b'", "overlap tensor 'a'"});
   expect_bad_file(st_bytes(R"({"__metadata__": {"format": 3}})", ""), {"__metadata__ key 'format'"});
   expect_bad_file(st_bytes(R"({"__metadata__": []})", ""), {"__metadata__ is a array"});
+}
+
+TEST(Safetensors, HeaderLengthMustFrameTheJsonExactly) {
+  // A header padded with spaces (as writers pad it to 8 bytes) and two tensors that fill the data.
+  const float values[3] = {1.0f, 2.0f, 3.0f};
+  const std::string data(reinterpret_cast<const char*>(values), sizeof values);
+  const std::string json = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                           R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  const std::string padded = json + "    ";
+  auto with_length = [&](uint64_t n, const std::string& header, const std::string& body) {
+    return std::string(reinterpret_cast<const char*>(&n), 8) + header + body;
+  };
+  TempDir dir;
+  write_bytes(dir.path + "/ok.safetensors", with_length(padded.size(), padded, data));
+  const SafetensorsFile ok(dir.path + "/ok.safetensors");
+  EXPECT_EQ(ok.read_float(ok.get("b")), (std::vector<float>{3.0f}));
+  // Any JSON whitespace may pad the header, as the reference reader (serde_json) accepts it.
+  const std::string newline = json + " \n\t\r";
+  write_bytes(dir.path + "/nl.safetensors", with_length(newline.size(), newline, data));
+  EXPECT_EQ(SafetensorsFile(dir.path + "/nl.safetensors").tensors().size(), 2u);
+
+  // One byte short: still valid JSON (a space less), but every tensor's bytes would shift by one.
+  expect_bad_file(with_length(padded.size() - 1, padded, data), {"the last 1 of 13 data bytes belong to no tensor"});
+  // One byte long: the first data byte joins the header.
+  expect_bad_file(with_length(padded.size() + 1, padded, data), {"runs past the JSON object", "junk after the JSON"});
+  // Without padding, one short cuts the closing brace.
+  expect_bad_file(with_length(json.size() - 1, json, data), {"not valid JSON", "does not close", "too short"});
+  // Junk after the object, inside the header.
+  expect_bad_file(with_length(json.size() + 3, json + "  x", data), {"byte " + std::to_string(json.size() + 2)});
+  // Trailing bytes after the last tensor, and a hole between tensors.
+  expect_bad_file(with_length(padded.size(), padded, data + "zz"), {"the last 2 of 14 data bytes belong to no tensor"});
+  const std::string holed = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                            R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  expect_bad_file(with_length(holed.size(), holed, data), {"data bytes [4, 8) belong to no tensor", "before tensor 'b'"});
 }
 
 TEST(Safetensors, EveryTruncationFailsCleanly) {

@@ -1,12 +1,16 @@
 #include "io/checkpoint.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "base/error.h"
+#include "io/files.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
@@ -51,11 +55,8 @@ struct HfTensors {
 };
 
 HfTensors open_sharded(const std::string& index_path) {
-  std::ifstream in(index_path, std::ios::binary);
-  OWLORE_REQUIRE(in, index_path, ": cannot open");
-  std::ostringstream text;
-  text << in.rdbuf();
-  const nlohmann::json index = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  const nlohmann::json index =
+      nlohmann::json::parse(read_regular_file(index_path, "safetensors index"), nullptr, /*allow_exceptions=*/false);
   OWLORE_REQUIRE(!index.is_discarded(), index_path, ": not valid JSON");
   OWLORE_REQUIRE(index.is_object(), index_path, ": JSON is a ", index.type_name(), ", expected an object");
   const auto map = index.find("weight_map");
@@ -84,12 +85,63 @@ HfTensors open_sharded(const std::string& index_path) {
   return out;
 }
 
+// "a, b, c and 5 more": the first few names of a list for an error message.
+std::string name_list(const std::vector<std::string>& names) {
+  constexpr size_t kListed = 6;
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < kListed; i++) out += (i ? ", " : "") + ("'" + names[i] + "'");
+  if (names.size() > kListed) out += " and " + std::to_string(names.size() - kListed) + " more";
+  return out;
+}
+
+// The layer N of a name "<prefix>N.", or -1.
+int64_t layer_of(const std::string& name, const std::string& prefix) {
+  if (name.rfind(prefix, 0) != 0) return -1;
+  const size_t dot = name.find('.', prefix.size());
+  const std::string digits = name.substr(prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+  if (digits.empty() || digits.size() > 12 || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(digits);
+}
+
+// A config's shapes are trusted only as far as the file backs them. The layout (a slot per
+// tensor) is built only when the file holds tensors of at least as many distinct layers as the
+// config names (at most one per tensor): otherwise num_hidden_layers 2147483647 beside a small
+// file would allocate slots until the OOM killer ends the run. The arena (4 bytes per parameter)
+// is allocated only once every slot has matched a distinct tensor of its exact shape, so it
+// never holds more floats than the file's tensors hold elements, and those were checked against
+// the file's size when it was opened.
+void require_layers_present(const ModelConfig& c, const std::set<int64_t>& layers, const std::string& config_source,
+                            const std::string& layers_key, const std::string& tensor_source) {
+  OWLORE_REQUIRE(c.n_layers <= (int64_t)layers.size(), config_source, ": ", layers_key, " is ", c.n_layers, ", but ",
+                 tensor_source, " holds tensors of ", layers.size(), " layer", layers.size() == 1 ? "" : "s",
+                 ": the config does not describe these weights");
+}
+
+// NaN or Inf in a weight poisons every forward and backward that reads it, and the loss a user
+// reads (JSON has no NaN: it prints null); refuse it at load, naming the tensor.
+void require_finite(const float* x, int64_t n, const std::string& source, const std::string& tensor) {
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < n; i++)
+    if (!std::isfinite(x[i]) && bad++ == 0) first = i;
+  OWLORE_REQUIRE(bad == 0, source, ": tensor '", tensor, "' holds ", bad, " non-finite values (NaN or Inf) among ", n,
+                 ", the first at element ", first);
+}
+
 LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std::string& source) {
   LoadedModel model;
   model.config = read_hf_config(config_path);
   model.source = source;
-  const ModelLayout layout(model.config);
-  model.weights.assign((size_t)layout.total, 0.0f);
+  const ModelConfig& c = model.config;
+  std::set<int64_t> layers;
+  for (const auto& [name, where] : tensors.where)
+    if (const int64_t l = layer_of(name, "model.layers."); l >= 0) layers.insert(l);
+  require_layers_present(c, layers, config_path, "num_hidden_layers", source);
+  const ModelLayout layout(c);
+
+  // Every tensor the layout needs, with its shape, before the arena is allocated (see
+  // require_layers_present).
+  std::vector<std::pair<const SafetensorsFile*, const StTensor*>> found;
+  std::set<std::string> used;
   for (const TensorSlot& slot : layout.tensors) {
     const auto it = tensors.where.find(slot.name);
     OWLORE_REQUIRE(it != tensors.where.end(), source, ": tensor '", slot.name, "' not found (expected shape ",
@@ -97,7 +149,51 @@ LoadedModel load_hf(const std::string& config_path, HfTensors tensors, const std
     const auto [file, t] = it->second;
     OWLORE_REQUIRE(t->shape == hf_shape(slot), file->source(), ": tensor '", slot.name, "' has shape ",
                    shape_string(t->shape), ", expected ", shape_string(hf_shape(slot)), " from ", config_path);
-    file->read_float(*t, model.weights.data() + slot.offset);
+    found.push_back(it->second);
+    used.insert(slot.name);
+  }
+  // A tensor the config does not use means the config is not this file's (num_hidden_layers 1 on
+  // a 3-layer file would train a third of the model and save it as the whole). Two are harmless:
+  // rotary inv_freq buffers (the RoPE frequencies, which the runtime computes from rope_theta;
+  // older transformers saved them), and under tied embeddings an lm_head equal to the embedding
+  // (exporters that untie shared tensors write the copy; it carries nothing the tie drops),
+  // which is compared once the embedding is read.
+  std::vector<std::string> unused;
+  int64_t top_layer = -1;
+  for (const auto& [name, where] : tensors.where) {
+    if (used.count(name) || ends_with(name, ".rotary_emb.inv_freq")) continue;
+    if (name == "lm_head.weight" && c.tied_embeddings) continue;
+    unused.push_back(name);
+    top_layer = std::max(top_layer, layer_of(name, "model.layers."));
+  }
+  if (!unused.empty())
+    fail(source, ": ", unused.size(), " tensor", unused.size() > 1 ? "s" : "", " that ", config_path,
+         " does not use: ", name_list(unused),
+         top_layer >= c.n_layers ? " (num_hidden_layers is " + std::to_string(c.n_layers) +
+                                       ", but the file holds layers up to " + std::to_string(top_layer) + ")"
+                                 : std::string(),
+         "; the config does not describe these weights");
+
+  model.weights.assign((size_t)layout.total, 0.0f);
+  for (size_t i = 0; i < layout.tensors.size(); i++) {
+    const TensorSlot& slot = layout.tensors[i];
+    const auto [file, t] = found[i];
+    float* dst = model.weights.data() + slot.offset;
+    file->read_float(*t, dst);
+    require_finite(dst, slot.numel(), file->source(), slot.name);
+  }
+  if (const auto head = tensors.where.find("lm_head.weight"); c.tied_embeddings && head != tensors.where.end()) {
+    const auto [file, t] = head->second;
+    const TensorSlot& embedding = layout.tensors.front();  // the arena's first slot
+    bool same = t->shape == hf_shape(embedding);
+    if (same) {
+      const std::vector<float> values = file->read_float(*t);
+      same = std::memcmp(values.data(), model.weights.data() + layout.embedding, values.size() * sizeof(float)) == 0;
+    }
+    OWLORE_REQUIRE(same, file->source(), ": tensor 'lm_head.weight' (shape ", shape_string(t->shape),
+                   ") differs from 'model.embed_tokens.weight', but ", config_path,
+                   " sets tie_word_embeddings true, which would replace the head by the embedding ",
+                   "(set it false to load this head)");
   }
   return model;
 }
@@ -107,8 +203,15 @@ LoadedModel load_gguf(const std::string& path) {
   LoadedModel model;
   model.config = file.config();
   model.source = path;
-  const ModelLayout layout(model.config);
-  model.weights.assign((size_t)layout.total, 0.0f);
+  const ModelConfig& c = model.config;
+  std::set<int64_t> blocks;
+  for (const GgufTensor& t : file.tensors())
+    if (const int64_t l = layer_of(t.name, "blk."); l >= 0) blocks.insert(l);
+  require_layers_present(c, blocks, path, "llama.block_count", path);
+  const ModelLayout layout(c);
+
+  std::vector<const GgufTensor*> found;
+  std::set<std::string> used;
   for (const TensorSlot& slot : layout.tensors) {
     const std::string name = gguf_name_for_hf(slot.name);
     OWLORE_REQUIRE(!name.empty(), path, ": internal: no GGUF name for '", slot.name, "'");
@@ -118,22 +221,44 @@ LoadedModel load_gguf(const std::string& path) {
     OWLORE_REQUIRE(t->hf_shape() == hf_shape(slot), path, ": tensor '", name, "' (", slot.name, ") has shape ",
                    shape_string(t->hf_shape()), " (ne ", shape_string(t->ne), "), expected ",
                    shape_string(hf_shape(slot)));
+    found.push_back(t);
+    used.insert(name);
+  }
+  // As for safetensors: every tensor must be one the model uses, except blk.N.attn_rot_embd,
+  // the GGUF name of the rotary inv_freq buffer (llama.cpp's LLM_TENSOR_ATTN_ROT_EMBD). The head
+  // is untied exactly when output.weight is present, so that one is always used.
+  // rope_freqs.weight, llama.cpp's per-frequency RoPE scaling (Llama 3.1), is refused too: plain
+  // RoPE would run such a model wrong.
+  std::vector<std::string> unused;
+  int64_t top_block = -1;
+  for (const GgufTensor& t : file.tensors()) {
+    if (used.count(t.name) || (layer_of(t.name, "blk.") >= 0 && ends_with(t.name, ".attn_rot_embd.weight"))) continue;
+    unused.push_back(t.name);
+    top_block = std::max(top_block, layer_of(t.name, "blk."));
+  }
+  if (!unused.empty())
+    fail(path, ": ", unused.size(), " tensor", unused.size() > 1 ? "s" : "", " that the model does not use: ",
+         name_list(unused),
+         top_block >= c.n_layers ? " (llama.block_count is " + std::to_string(c.n_layers) +
+                                       ", but the file holds blocks up to " + std::to_string(top_block) + ")"
+                                 : std::string(),
+         "; the metadata does not describe these weights");
+
+  model.weights.assign((size_t)layout.total, 0.0f);
+  for (size_t i = 0; i < layout.tensors.size(); i++) {
+    const TensorSlot& slot = layout.tensors[i];
+    const GgufTensor* t = found[i];
     float* dst = model.weights.data() + slot.offset;
     file.dequantize(*t, dst);
+    require_finite(dst, slot.numel(), path, t->name);
     // llama.cpp's converter stored wq/wk rows for interleaved RoPE; the runtime (like
     // transformers) rotates halves, so put the rows back.
     if (ends_with(slot.name, "self_attn.q_proj.weight"))
-      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, model.config.n_heads);
+      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, c.n_heads);
     else if (ends_with(slot.name, "self_attn.k_proj.weight"))
-      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, model.config.n_kv_heads);
+      unpermute_rows_from_interleaved_rope(dst, slot.rows, slot.cols, c.n_kv_heads);
   }
   return model;
-}
-
-bool has_gguf_magic(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  return in.read(magic, 4) && std::string(magic, 4) == "GGUF";
 }
 }  // namespace
 
@@ -155,7 +280,8 @@ LoadedModel load_model(const std::string& path) {
     }
     return load_hf(config, open_sharded(index), index);
   }
-  if (ends_with(path, ".gguf") || has_gguf_magic(path)) return load_gguf(path);
+  // Anything but a directory must be a regular file (a FIFO would block the magic read forever).
+  if (ends_with(path, ".gguf") || RegularFile(path, "model file").read_prefix(4) == "GGUF") return load_gguf(path);
   const std::string config = parent_dir(path) + "/config.json";
   if (ends_with(path, ".index.json")) {
     OWLORE_REQUIRE(fs::exists(config, ec), path, ": no config.json beside it (looked for ", config, ")");

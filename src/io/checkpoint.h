@@ -21,9 +21,12 @@ struct LoadedModel {
 // path: a directory (config.json + model.safetensors, or config.json +
 // model.safetensors.index.json and its shards; the single file wins when both exist, as in
 // transformers), a .safetensors file (config.json beside it), a model.safetensors.index.json,
-// or a .gguf file. Every tensor the layout needs must be present with the right shape; extra
-// tensors (rotary inv_freq, ...) are ignored; lm_head may be absent when the embeddings are tied.
-// GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
+// or a .gguf file (each a regular file: io/files.h). Nothing the config sizes is allocated
+// before the file backs it: the layout only when the file holds tensors of as many layers, the
+// weights only once every tensor the layout needs is present with the right shape. Every tensor
+// present must be one the layout uses, except rotary inv_freq buffers and, under tied
+// embeddings, an lm_head bit-identical to the embedding; a tensor holding NaN or Inf is an
+// error naming it. GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
 LoadedModel load_model(const std::string& path);
 
 // Writes dir/model.safetensors (bf16 rounds to nearest even, or f32) and

@@ -1,13 +1,12 @@
-#include "base/tokens.h"
 #include "io/dataset.h"
 
 #include <algorithm>
-#include <fstream>
 #include <numeric>
-#include <sstream>
 
 #include "base/error.h"
 #include "base/rng.h"
+#include "base/tokens.h"
+#include "io/files.h"
 
 namespace owlore {
 
@@ -17,13 +16,7 @@ std::vector<int32_t> byte_tokens(const std::string& text) {
   return tokens;
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  OWLORE_REQUIRE(file.good(), path, ": cannot open data file");
-  std::ostringstream content;
-  content << file.rdbuf();
-  return content.str();
-}
+std::string read_text_file(const std::string& path) { return read_regular_file(path, "data file"); }
 
 Dataset pack_dataset(const std::vector<int32_t>& stream, const std::vector<uint8_t>& loss_mask, int seq_len,
                      double val_fraction) {

@@ -25,7 +25,7 @@ struct Dataset {
 // Byte-level tokens (0..255): the tokenizer-free path for the tiny presets.
 std::vector<int32_t> byte_tokens(const std::string& text);
 
-// Reads a whole file; throws owlore::Error naming the path if it cannot.
+// Reads a whole data file (a regular file: io/files.h); throws owlore::Error naming the path if it cannot.
 std::string read_text_file(const std::string& path);
 
 // Packs a token stream into rows of seq_len + 1 and holds out the last val_fraction of rows

@@ -1,6 +1,7 @@
 #include "io/gguf.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 
@@ -292,7 +293,9 @@ void read_value(Reader& r, GgufValueType type, GgufValue& out, const std::string
 }
 }  // namespace
 
-GgufFile::GgufFile(const std::string& path) : file_(path), source_(path) { parse(file_.data(), file_.size()); }
+GgufFile::GgufFile(const std::string& path) : file_(path, "GGUF file"), source_(path) {
+  parse(file_.data(), file_.size());
+}
 
 GgufFile::GgufFile(const uint8_t* data, size_t size, const std::string& source) : source_(source) {
   parse(data, size);
@@ -540,8 +543,17 @@ ModelConfig GgufFile::config() const {
                    " (partial rotary embedding is not supported; expected head_dim ", c.head_dim, ")");
   }
   c.max_seq = (int)std::clamp<int64_t>(get_int("llama.context_length", 0), 0, std::numeric_limits<int>::max());
-  c.rope_theta = (float)get_float("llama.rope.freq_base", 10000.0);
-  c.norm_eps = (float)get_float("llama.attention.layer_norm_rms_epsilon", 1e-5);
+  // A RoPE base and an RMSNorm epsilon mean something only finite and > 0, as the floats the
+  // runtime computes with (1e39 overflows to inf, 1e-50 underflows to 0).
+  auto positive = [&](const std::string& key, double fallback) {
+    const double value = get_float(key, fallback);
+    const float f = (float)value;
+    OWLORE_REQUIRE(std::isfinite(f) && f > 0, source_, ": metadata key '", key, "' = ", value,
+                   " (expected a finite 32-bit float > 0)");
+    return f;
+  };
+  c.rope_theta = positive("llama.rope.freq_base", 10000.0);
+  c.norm_eps = positive("llama.attention.layer_norm_rms_epsilon", 1e-5);
   if (has("llama.vocab_size")) {
     c.vocab = dim("llama.vocab_size", get_int("llama.vocab_size"));
   } else if (has("tokenizer.ggml.tokens")) {

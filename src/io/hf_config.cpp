@@ -3,12 +3,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 
 namespace owlore {
@@ -29,12 +28,15 @@ int int_field(const json& j, const char* key, const std::string& source, bool re
   return (int)v;
 }
 
-float float_field(const json& j, const char* key, const std::string& source, float fallback) {
+// rope_theta and rms_norm_eps: a base and an epsilon, meaningful only finite and > 0 (as floats:
+// 1e39 overflows to inf, 1e-50 underflows to 0).
+float positive_float_field(const json& j, const char* key, const std::string& source, float fallback) {
   const auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
   OWLORE_REQUIRE(it->is_number(), source, ": key '", key, "' is ", it->dump(), ", expected a number");
   const float v = (float)it->get<double>();
-  OWLORE_REQUIRE(std::isfinite(v), source, ": key '", key, "' = ", it->dump(), " is not a finite 32-bit float");
+  OWLORE_REQUIRE(std::isfinite(v) && v > 0, source, ": key '", key, "' = ", it->dump(),
+                 ", expected a finite 32-bit float > 0");
   return v;
 }
 
@@ -112,10 +114,10 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
   c.head_dim = int_field(j, "head_dim", source, false, c.d_model / c.n_heads);
   c.vocab = int_field(j, "vocab_size", source, true, 0);
   c.max_seq = int_field(j, "max_position_embeddings", source, false, 2048);
-  c.rope_theta = float_field(j, "rope_theta", source, 10000.0f);
+  c.rope_theta = positive_float_field(j, "rope_theta", source, 10000.0f);
   if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
-    c.rope_theta = float_field(j["rope_parameters"], "rope_theta", source + ": rope_parameters", c.rope_theta);
-  c.norm_eps = float_field(j, "rms_norm_eps", source, 1e-6f);
+    c.rope_theta = positive_float_field(j["rope_parameters"], "rope_theta", source + ": rope_parameters", c.rope_theta);
+  c.norm_eps = positive_float_field(j, "rms_norm_eps", source, 1e-6f);
   if (j.contains("tie_word_embeddings") && !j["tie_word_embeddings"].is_null()) {
     OWLORE_REQUIRE(j["tie_word_embeddings"].is_boolean(), source, ": key 'tie_word_embeddings' is ",
                    j["tie_word_embeddings"].dump(), ", expected true or false");
@@ -132,11 +134,7 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
 }
 
 ModelConfig read_hf_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  OWLORE_REQUIRE(in, path, ": cannot open (expected a Hugging Face config.json)");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_hf_config(text.str(), path);
+  return parse_hf_config(read_regular_file(path, "Hugging Face config.json"), path);
 }
 
 std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype) {

@@ -1,13 +1,13 @@
 #include "io/model_info.h"
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "base/error.h"
+#include "io/files.h"
 #include "io/gguf.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
@@ -95,8 +95,8 @@ void print_hf(const std::string& path, std::ostream& out) {
   OWLORE_REQUIRE(fs::exists(weights, ec), path, ": no model.safetensors or model.safetensors.index.json");
   std::vector<std::string> files;
   if (weights.size() >= 11 && weights.compare(weights.size() - 11, 11, ".index.json") == 0) {
-    std::ifstream in(weights, std::ios::binary);
-    const nlohmann::json index = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const nlohmann::json index =
+        nlohmann::json::parse(read_regular_file(weights, "safetensors index"), nullptr, /*allow_exceptions=*/false);
     OWLORE_REQUIRE(index.is_object() && index.contains("weight_map") && index["weight_map"].is_object(), weights,
                    ": expected an object with a 'weight_map'");
     std::map<std::string, bool> seen;
@@ -130,8 +130,8 @@ void print_hf(const std::string& path, std::ostream& out) {
   print_types(types, out);
   const std::string tokenizer = dir + "/tokenizer.json";
   if (fs::exists(tokenizer, ec)) {
-    std::ifstream in(tokenizer, std::ios::binary);
-    const nlohmann::json tok = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const nlohmann::json tok =
+        nlohmann::json::parse(read_regular_file(tokenizer, "tokenizer file"), nullptr, /*allow_exceptions=*/false);
     size_t vocab = 0, added = 0;
     if (tok.is_object() && tok.contains("model") && tok["model"].is_object() && tok["model"].contains("vocab"))
       vocab = tok["model"]["vocab"].size();
@@ -147,12 +147,7 @@ void print_hf(const std::string& path, std::ostream& out) {
 void print_model_info(const std::string& path, std::ostream& out) {
   std::error_code ec;
   OWLORE_REQUIRE(fs::exists(path, ec), path, ": no such file or directory");
-  bool gguf = false;
-  if (!fs::is_directory(path, ec)) {
-    std::ifstream in(path, std::ios::binary);
-    char magic[4] = {};
-    gguf = in.read(magic, 4) && std::string(magic, 4) == "GGUF";
-  }
+  const bool gguf = !fs::is_directory(path, ec) && RegularFile(path, "model file").read_prefix(4) == "GGUF";
   if (gguf) {
     print_gguf(path, out);
   } else {

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/files.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors and GGUF readers assume a little-endian host");
 
@@ -71,30 +71,15 @@ uint16_t float_to_f16(float x) {
 
 // ---- MappedFile -------------------------------------------------------------------------------
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open: ", std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail(path, ": cannot stat: ", std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, ": not a regular file");
-  }
-  size_ = (size_t)st.st_size;
+MappedFile::MappedFile(const std::string& path, const std::string& what) : path_(path) {
+  const RegularFile file(path, what);
+  size_ = (size_t)file.size();
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      const int err = errno;
-      ::close(fd);
-      fail(path, ": cannot mmap ", size_, " bytes: ", std::strerror(err));
-    }
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.fd(), 0);
+    if (p == MAP_FAILED) fail(path, ": cannot mmap ", size_, " bytes of ", what, ": ", std::strerror(errno));
     data_ = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);  // the mapping keeps the file alive
+  // The mapping keeps the file alive after RegularFile closes the descriptor.
 }
 
 MappedFile::~MappedFile() { release(); }
@@ -144,10 +129,16 @@ const DtypeInfo& info(StDtype d) {
   fail("internal: unknown safetensors dtype ", (int)d);
 }
 
-// Deepest bracket nesting in a JSON text (strings skipped): bounds the work the parser and the
-// destructor do on hostile input.
-int json_depth(const char* s, size_t n) {
-  int depth = 0, deepest = 0;
+// A scan of JSON text that skips strings: the deepest bracket nesting (bounds the work the
+// parser and the destructor do on hostile input) and where the first bracket opened closes
+// again (npos when it does not within the text).
+struct JsonExtent {
+  int deepest = 0;
+  size_t end = std::string::npos;
+};
+JsonExtent json_extent(const char* s, size_t n) {
+  JsonExtent out;
+  int depth = 0;
   bool in_string = false;
   for (size_t i = 0; i < n; i++) {
     const char c = s[i];
@@ -157,13 +148,15 @@ int json_depth(const char* s, size_t n) {
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-    } else if (c == ']' || c == '}') {
-      depth--;
+      out.deepest = std::max(out.deepest, ++depth);
+    } else if ((c == ']' || c == '}') && --depth == 0 && out.end == std::string::npos) {
+      out.end = i + 1;
     }
   }
-  return deepest;
+  return out;
 }
+
+bool is_json_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 // A JSON value that must be a non-negative integer, as uint64.
 bool json_u64(const nlohmann::json& v, uint64_t* out) {
@@ -197,7 +190,7 @@ int64_t StTensor::numel() const {
 
 // ---- SafetensorsFile --------------------------------------------------------------------------
 
-SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path), source_(path) {
+SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path, "safetensors file"), source_(path) {
   parse(file_.data(), file_.size());
 }
 
@@ -215,10 +208,22 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
                  " runs past the end of the file (", size, " bytes)");
   OWLORE_REQUIRE(header_len <= kMaxHeader, source_, ": header length ", header_len, " exceeds the 100 MB limit");
   const char* header = reinterpret_cast<const char*>(data + 8);
-  OWLORE_REQUIRE(json_depth(header, header_len) <= 8, source_, ": header JSON is nested deeper than 8 levels");
-  const nlohmann::json root = nlohmann::json::parse(header, header + header_len, nullptr, /*allow_exceptions=*/false);
+  const JsonExtent extent = json_extent(header, header_len);
+  OWLORE_REQUIRE(extent.deepest <= 8, source_, ": header JSON is nested deeper than 8 levels");
+  // The header length must frame the JSON object exactly, up to trailing space padding: a length
+  // one byte off either cuts the object or takes in a data byte, and one byte short with padding
+  // present still parses but shifts every tensor's bytes (caught below: a data byte is left over).
+  OWLORE_REQUIRE(header_len > 0 && header[0] == '{', source_,
+                 ": header does not start with '{' (expected a JSON object of header length ", header_len, " bytes)");
+  OWLORE_REQUIRE(extent.end != std::string::npos, source_, ": header is not valid JSON: the object does not close ",
+                 "within the header length ", header_len, " (truncated JSON, or a header length too short)");
+  for (size_t i = extent.end; i < header_len; i++)
+    OWLORE_REQUIRE(is_json_space(header[i]), source_, ": header length ", header_len, " runs past the JSON object, ",
+                   "which ends at byte ", extent.end, " (byte ", i, " has value ", (int)(uint8_t)header[i],
+                   " where only space padding may follow: junk after the JSON, or a header length too long)");
+  const nlohmann::json root =
+      nlohmann::json::parse(header, header + extent.end, nullptr, /*allow_exceptions=*/false);
   OWLORE_REQUIRE(!root.is_discarded(), source_, ": header is not valid JSON");
-  OWLORE_REQUIRE(root.is_object(), source_, ": header JSON is a ", root.type_name(), ", expected an object");
 
   const uint8_t* buffer = data + 8 + header_len;
   const uint64_t buffer_size = size - 8 - header_len;
@@ -272,11 +277,23 @@ void SafetensorsFile::parse(const uint8_t* data, size_t size) {
   std::sort(tensors_.begin(), tensors_.end(), [](const StTensor& a, const StTensor& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
-  for (size_t i = 1; i < tensors_.size(); i++) {
-    const StTensor &prev = tensors_[i - 1], &cur = tensors_[i];
-    OWLORE_REQUIRE(cur.begin >= prev.end, source_, ": tensor '", cur.name, "' bytes [", cur.begin, ", ", cur.end,
-                   ") overlap tensor '", prev.name, "' bytes [", prev.begin, ", ", prev.end, ")");
+  // The tensors tile the data exactly, as the reference reader (huggingface/safetensors
+  // validate: InvalidOffset, MetadataIncompleteBuffer) requires: no overlaps, no holes, no
+  // trailing bytes. A hole or a tail is what a wrong header length leaves.
+  uint64_t covered = 0;
+  for (size_t i = 0; i < tensors_.size(); i++) {
+    const StTensor& cur = tensors_[i];
+    if (i > 0) {
+      const StTensor& prev = tensors_[i - 1];
+      OWLORE_REQUIRE(cur.begin >= prev.end, source_, ": tensor '", cur.name, "' bytes [", cur.begin, ", ", cur.end,
+                     ") overlap tensor '", prev.name, "' bytes [", prev.begin, ", ", prev.end, ")");
+    }
+    OWLORE_REQUIRE(cur.begin == covered, source_, ": data bytes [", covered, ", ", cur.begin,
+                   ") belong to no tensor (a hole before tensor '", cur.name, "'; the format allows none)");
+    covered = cur.end;
   }
+  OWLORE_REQUIRE(covered == buffer_size, source_, ": the last ", buffer_size - covered, " of ", buffer_size,
+                 " data bytes belong to no tensor (a wrong header length, or trailing bytes after the data)");
   for (size_t i = 0; i < tensors_.size(); i++) index_[tensors_[i].name] = i;
 }
 

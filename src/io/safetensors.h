@@ -3,9 +3,10 @@
 //
 // Format (https://github.com/huggingface/safetensors): u64 little-endian header length N, N bytes
 // of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},
-// then the byte buffer; offsets are relative to the buffer's start. Every tensor is validated
-// when the file is opened (bounds, overlap, shape x dtype == byte length), so a bad file fails
-// with one owlore::Error naming the file and tensor before anything reads its bytes.
+// then the byte buffer; offsets are relative to the buffer's start. Everything is validated when
+// the file is opened (N frames the JSON object exactly, up to trailing whitespace; bounds;
+// shape x dtype == byte length; the tensors tile the buffer with no overlap, hole or tail), so a
+// bad file fails with one owlore::Error naming the file and tensor before anything reads its bytes.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -26,11 +27,13 @@ uint16_t float_to_f16(float x);  // round to nearest even; overflow -> inf; NaN 
 
 // ---- resources --------------------------------------------------------------------------------
 
-// A whole file mapped read-only. Owns the mapping and unmaps it in its destructor; move-only.
+// A whole regular file (io/files.h) mapped read-only. Owns the mapping and unmaps it in its
+// destructor; move-only.
 class MappedFile {
  public:
   MappedFile() = default;
-  explicit MappedFile(const std::string& path);  // throws owlore::Error naming the path
+  // Throws owlore::Error naming the path and `what` ("safetensors file").
+  MappedFile(const std::string& path, const std::string& what);
   ~MappedFile();
   MappedFile(MappedFile&& other) noexcept;
   MappedFile& operator=(MappedFile&& other) noexcept;

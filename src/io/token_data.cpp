@@ -1,13 +1,16 @@
 #include "io/token_data.h"
 
+#include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
 #include "io/dataset.h"
+#include "io/files.h"
 
 namespace owlore {
 
@@ -82,6 +85,33 @@ ParsedLine parse_instruct_line(const std::string& line) {
   return out;
 }
 
+// A file whose first bytes come close to the magic is a token file damaged at its start (a
+// flipped bit, a changed version digit, a lower-cased copy), not text: read as text, its binary
+// tokens would silently become training characters. Close: at most 2 of the 8 bytes differ, or
+// the file starts with "OWLTOK" in any case.
+bool looks_like_damaged_magic(const std::string& prefix) {
+  int differing = 0;
+  for (size_t i = 0; i < 8; i++) differing += i >= prefix.size() || prefix[i] != kTokenFileMagic[i];
+  bool owltok = prefix.size() >= 6;
+  for (size_t i = 0; owltok && i < 6; i++) owltok = std::toupper((unsigned char)prefix[i]) == kTokenFileMagic[i];
+  return owltok || differing <= 2;
+}
+
+// Bytes as C-string text (OWLTOJ1\0), for an error message.
+std::string escaped(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) {
+    if (c == 0) out += "\\0";
+    else if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') out += (char)c;
+    else {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return out;
+}
+
 void require_tokens(const std::string& path, const TokenStream& stream) {
   OWLORE_REQUIRE(!stream.tokens.empty(), path, ": no tokens (empty data file?)");
 }
@@ -113,8 +143,7 @@ void append_chat_example(const Tokenizer& tokenizer, const std::string& system, 
 }
 
 TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokenizer, const InstructOptions& options) {
-  std::ifstream file(path, std::ios::binary);
-  OWLORE_REQUIRE(file.good(), path, ": cannot open instruction data file");
+  std::istringstream file(read_regular_file(path, "instruction data file"));
   TokenStream stream;
   const int64_t dropped_before = tokenizer.dropped_bytes();
   std::string line;
@@ -184,20 +213,16 @@ void write_token_file(const std::string& path, const std::vector<int32_t>& token
 }
 
 bool is_token_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  char magic[8] = {};
-  return file.read(magic, 8) && std::memcmp(magic, kTokenFileMagic, 8) == 0;
+  return is_regular_file(path) && RegularFile(path, "token file").read_prefix(8) == std::string(kTokenFileMagic, 8);
 }
 
 std::vector<int32_t> read_token_file(const std::string& path) {
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  OWLORE_REQUIRE(file.good(), path, ": cannot open token file");
-  const uint64_t size = (uint64_t)file.tellg();
-  file.seekg(0);
+  const RegularFile file(path, "token file");
+  const uint64_t size = file.size();
   OWLORE_REQUIRE(size >= kTokenFileHeader, path, ": ", size, " bytes, shorter than the ", kTokenFileHeader,
                  "-byte OWLTOK1 header");
   char header[kTokenFileHeader];
-  file.read(header, kTokenFileHeader);
+  OWLORE_REQUIRE(file.read_at(0, header, kTokenFileHeader) == kTokenFileHeader, path, ": read error");
   OWLORE_REQUIRE(std::memcmp(header, kTokenFileMagic, 8) == 0, path,
                  ": not an owlore token file (expected the magic \"OWLTOK1\\0\" at offset 0)");
   uint32_t version, width;
@@ -214,22 +239,27 @@ std::vector<int32_t> read_token_file(const std::string& path) {
                  payload < count * width ? " (truncated)" : " (trailing data)");
   std::vector<int32_t> tokens(count);
   if (width == 4) {
-    file.read(reinterpret_cast<char*>(tokens.data()), (std::streamsize)payload);
+    OWLORE_REQUIRE(file.read_at(kTokenFileHeader, tokens.data(), payload) == payload, path,
+                   ": read error (truncated?)");
     for (uint64_t i = 0; i < count; i++)
       OWLORE_REQUIRE(tokens[i] >= 0, path, ": token ", i, " is ", (uint32_t)tokens[i], ", above the int32 range");
   } else {
     std::vector<uint16_t> narrow(count);
-    file.read(reinterpret_cast<char*>(narrow.data()), (std::streamsize)payload);
+    OWLORE_REQUIRE(file.read_at(kTokenFileHeader, narrow.data(), payload) == payload, path,
+                   ": read error (truncated?)");
     tokens.assign(narrow.begin(), narrow.end());
   }
-  OWLORE_REQUIRE(file.good(), path, ": read error");
   return tokens;
 }
 
 TokenStream load_token_stream(const std::string& path, const Tokenizer* tokenizer, const InstructOptions& options) {
+  const std::string magic = RegularFile(path, "data file").read_prefix(8);
   TokenStream stream;
-  if (is_token_file(path)) {
+  if (magic == std::string(kTokenFileMagic, 8)) {
     stream.tokens = read_token_file(path);
+  } else if (looks_like_damaged_magic(magic)) {
+    fail(path, ": starts with \"", escaped(magic), "\", close to but not the token file magic \"OWLTOK1\\0\": ",
+         "this looks like a damaged token file, not text (write it again with owlore tokenize)");
   } else if (path.size() >= 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0) {
     OWLORE_REQUIRE(tokenizer, path, ": instruction data (.jsonl) needs a model with a tokenizer");
     return load_instruct_jsonl(path, *tokenizer, options);

@@ -56,7 +56,9 @@ std::vector<int32_t> read_token_file(const std::string& path);
 bool is_token_file(const std::string& path);  // the file starts with the OWLTOK1 magic
 
 // What the trainer calls for --data: an OWLTOK1 file (by its magic), a .jsonl instruction file,
-// or plain text. tokenizer may be null for byte-level tokens (tiny presets), except for JSONL.
+// or plain text; tokenizer may be null for byte-level tokens (tiny presets), except for JSONL.
+// A file whose first bytes are close to the magic (a damaged token file) is an error, never
+// read as text.
 TokenStream load_token_stream(const std::string& path, const Tokenizer* tokenizer,
                               const InstructOptions& options = {});
 

@@ -5,11 +5,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <queue>
 
 #include "base/error.h"
+#include "io/files.h"
 
 namespace owlore {
 
@@ -416,11 +417,10 @@ std::string config_token(const nlohmann::json& config, const char* key) {
 }  // namespace
 
 BpeVocab load_tokenizer_json(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  OWLORE_REQUIRE(file.good(), path, ": cannot open tokenizer file");
+  const std::string text = read_regular_file(path, "tokenizer file");
   nlohmann::json root;
   try {
-    root = nlohmann::json::parse(file);
+    root = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": not valid JSON (", e.what(), ")");
   }
@@ -508,11 +508,12 @@ BpeVocab load_tokenizer_json(const std::string& path) {
   // bos/eos/pad live in tokenizer_config.json beside tokenizer.json in a Hugging Face snapshot.
   const size_t slash = path.find_last_of('/');
   const std::string config_path = (slash == std::string::npos ? "" : path.substr(0, slash + 1)) + "tokenizer_config.json";
-  std::ifstream config_file(config_path, std::ios::binary);
-  if (config_file.good()) {
+  std::error_code missing;
+  if (std::filesystem::exists(config_path, missing)) {
+    const std::string config_text = read_regular_file(config_path, "tokenizer_config.json");
     nlohmann::json config;
     try {
-      config = nlohmann::json::parse(config_file);
+      config = nlohmann::json::parse(config_text);
     } catch (const nlohmann::json::exception& e) {
       fail(config_path, ": not valid JSON (", e.what(), ")");
     }

@@ -1,8 +1,30 @@
 #include "model/config.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include "base/error.h"
 
 namespace owlore {
+
+namespace {
+// Parameters per layer and in the whole model, in int64 with every product and sum checked:
+// the fields are 32-bit, but a hostile config (2^31 layers of 2^31-wide matrices) overflows
+// 64 bits. False on overflow.
+bool count_params(const ModelConfig& c, int64_t* layer, int64_t* total) {
+  const int64_t C = c.d_model, q = (int64_t)c.n_heads * c.head_dim, kv = (int64_t)c.n_kv_heads * c.head_dim;
+  int64_t proj = 0, attn = 0, mlp = 0, embedding = 0, layers = 0;
+  const bool overflow =
+      __builtin_add_overflow(q, kv, &proj) || __builtin_mul_overflow(C, proj, &attn)  // wq + wo, wk + wv:
+      || __builtin_mul_overflow(attn, 2, &attn)                                        // 2·C·(q + kv)
+      || __builtin_mul_overflow(C, 3 * (int64_t)c.ffn, &mlp)                           // gate, up, down
+      || __builtin_add_overflow(attn, mlp, layer) || __builtin_add_overflow(*layer, 2 * C, layer)  // + 2 norms
+      || __builtin_mul_overflow((int64_t)c.vocab, C * (c.tied_embeddings ? 1 : 2), &embedding)
+      || __builtin_mul_overflow((int64_t)c.n_layers, *layer, &layers)
+      || __builtin_add_overflow(embedding, layers, total) || __builtin_add_overflow(*total, C, total);  // + final norm
+  return !overflow;
+}
+}  // namespace
 
 void ModelConfig::validate() const {
   OWLORE_REQUIRE(n_layers > 0, "model config: n_layers must be > 0, got ", n_layers);
@@ -13,23 +35,31 @@ void ModelConfig::validate() const {
                  ") must be a multiple of n_kv_heads (", n_kv_heads, ")");
   OWLORE_REQUIRE(head_dim > 0 && head_dim % 2 == 0, "model config: head_dim must be even and > 0 (RoPE rotates pairs), got ",
                  head_dim);
+  // q_dim() is an int (and n_kv_heads <= n_heads bounds kv_dim() by it).
+  OWLORE_REQUIRE((int64_t)n_heads * head_dim <= INT32_MAX, "model config: n_heads ", n_heads, " x head_dim ", head_dim,
+                 " = ", (int64_t)n_heads * head_dim, " overflows 32 bits");
   OWLORE_REQUIRE(ffn > 0, "model config: ffn must be > 0, got ", ffn);
   OWLORE_REQUIRE(vocab > 0, "model config: vocab must be > 0, got ", vocab);
-  OWLORE_REQUIRE(rope_theta > 0, "model config: rope_theta must be > 0, got ", rope_theta);
-  OWLORE_REQUIRE(norm_eps > 0, "model config: norm_eps must be > 0, got ", norm_eps);
+  OWLORE_REQUIRE(std::isfinite(rope_theta) && rope_theta > 0, "model config: rope_theta must be finite and > 0, got ",
+                 rope_theta);
+  OWLORE_REQUIRE(std::isfinite(norm_eps) && norm_eps > 0, "model config: norm_eps must be finite and > 0, got ",
+                 norm_eps);
+  int64_t layer, total;
+  OWLORE_REQUIRE(count_params(*this, &layer, &total), "model config: n_layers ", n_layers, ", d_model ", d_model,
+                 ", n_heads ", n_heads, ", head_dim ", head_dim, ", ffn ", ffn, ", vocab ", vocab,
+                 " make more parameters than 64 bits count");
 }
 
 int64_t ModelConfig::layer_params() const {
-  const int64_t C = d_model;
-  return 2 * C                              // attention and MLP norms
-         + C * q_dim() + 2 * C * kv_dim()   // wq, wk, wv
-         + (int64_t)q_dim() * C             // wo
-         + 3 * C * (int64_t)ffn;            // gate, up, down
+  int64_t layer, total;
+  OWLORE_REQUIRE(count_params(*this, &layer, &total), "model config: parameter count overflows 64 bits");
+  return layer;
 }
 
 int64_t ModelConfig::total_params() const {
-  const int64_t embedding = (int64_t)vocab * d_model;
-  return embedding * (tied_embeddings ? 1 : 2) + (int64_t)n_layers * layer_params() + d_model;
+  int64_t layer, total;
+  OWLORE_REQUIRE(count_params(*this, &layer, &total), "model config: parameter count overflows 64 bits");
+  return total;
 }
 
 namespace {

@@ -23,9 +23,11 @@ struct ModelConfig {
 
   int q_dim() const { return n_heads * head_dim; }
   int kv_dim() const { return n_kv_heads * head_dim; }
-  // Throws owlore::Error naming the field if the shape is inconsistent.
+  // Throws owlore::Error naming the field if the shape is inconsistent, not finite or positive
+  // where it must be, or too large to count (q_dim() past 32 bits, parameters past 64).
   void validate() const;
-  // Parameters per decoder layer and in the whole model (tied head counted once).
+  // Parameters per decoder layer and in the whole model (tied head counted once); computed with
+  // checked arithmetic, they throw where validate() would.
   int64_t layer_params() const;
   int64_t total_params() const;
 };

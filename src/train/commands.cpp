@@ -135,12 +135,16 @@ void run_eval(const EvalOptions& o) {
     std::fprintf(stderr, "\reval batch %lld/%lld", (long long)b + 1, (long long)batches);
   }
   std::fprintf(stderr, "\n");
-  OWLORE_REQUIRE(kept > 0, o.data_path, ": no token was scored (every target of the ", std::min<int64_t>(rows, batches * o.batch),
-                 " sequences is masked: instruction data with no answer tokens?)");
-  const double loss = sum / kept;
-  OWLORE_REQUIRE(std::isfinite(loss), "the mean loss is ", loss, ": the model's weights hold non-finite values");
-  nlohmann::json result = {{"loss", loss},   {"tokens", kept},          {"perplexity", std::exp(loss)},
-                           {"sequences", std::min<int64_t>(rows, batches * o.batch)},
+  // A loss over no tokens is no measurement (it would print loss 0, perplexity 1), and a
+  // non-finite one prints as null in JSON: both are errors, never a result.
+  const int64_t sequences = std::min<int64_t>(rows, batches * o.batch);
+  OWLORE_REQUIRE(kept > 0, o.data_path, ": no token was scored: every target in the ", sequences, " evaluated sequence",
+                 sequences == 1 ? "" : "s", " is masked (instruction data whose answers fall outside them?)");
+  const double loss = sum / kept, perplexity = std::exp(loss);
+  OWLORE_REQUIRE(std::isfinite(loss) && std::isfinite(perplexity), o.data_path, ": the loss over ", kept,
+                 " tokens is ", loss, " (perplexity ", perplexity, "), not a finite number: the forward overflowed on this data");
+  nlohmann::json result = {{"loss", loss},   {"tokens", kept},          {"perplexity", perplexity},
+                           {"sequences", sequences},
                            {"data", o.data_path}, {"split", choice_name(kEvalSplitChoices, o.split)},
                            {"model", o.model_path.empty() ? o.preset : o.model_path},
                            {"device", backend->device_name()}};
