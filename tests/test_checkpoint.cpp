@@ -328,7 +328,7 @@ TEST(Checkpoint, NonFiniteWeightsAreNamed) {
   w[up.offset + 9] = INFINITY;
   w[up.offset + 10] = -INFINITY;
   TempDir dir;
-  for (const char* dtype : {"f32", "bf16"}) {
+  for (const SaveDtype dtype : {SaveDtype::f32, SaveDtype::bf16}) {
     save_hf_checkpoint(dir.path, layout, w.data(), dtype);
     expect_error([&] { load_model(dir.path); },
                  {dir.path + "/model.safetensors", "tensor 'model.layers.1.mlp.up_proj.weight'",

@@ -145,7 +145,7 @@ TEST(Cli, EvalWithANonFiniteLossFails) {
   EvalDir dir;
   const ModelLayout tiny(preset_config("tiny"));
   const std::vector<float> huge = owlore::test::random_vector(tiny.total, 3, 1e18f);
-  save_hf_checkpoint((dir.path / "huge").string(), tiny, huge.data(), "f32");
+  save_hf_checkpoint((dir.path / "huge").string(), tiny, huge.data(), SaveDtype::f32);
   const CliRun r =
       run("eval --model " + (dir.path / "huge").string() + " --seq 16 --batch 1 --max-batches 1 --data " + kData);
   EXPECT_NE(r.exit_code, 0) << r.output;
@@ -169,7 +169,7 @@ TEST(Cli, EvalWithNoScoredTokenFails) {
   c.tied_embeddings = true;
   const ModelLayout layout(c);
   const std::filesystem::path model = dir.path / "tok";
-  save_hf_checkpoint(model.string(), layout, owlore::test::random_vector(layout.total, 4, 0.1f).data(), "f32");
+  save_hf_checkpoint(model.string(), layout, owlore::test::random_vector(layout.total, 4, 0.1f).data(), SaveDtype::f32);
   std::filesystem::copy_file(std::string(OWLORE_SOURCE_DIR) + "/tests/data/smollm2_tokenizer.json",
                              model / "tokenizer.json");
   const std::string jsonl = (dir.path / "qa.jsonl").string();

@@ -48,7 +48,7 @@ void make_fifo(const std::string& path) { ASSERT_EQ(mkfifo(path.c_str(), 0600), 
 // A Hugging Face checkpoint of the tiny preset in dir.
 void save_tiny(const std::string& dir, const char* preset = "tiny") {
   const ModelLayout layout(preset_config(preset));
-  save_hf_checkpoint(dir, layout, test::random_vector(layout.total, 11).data(), "f32");
+  save_hf_checkpoint(dir, layout, test::random_vector(layout.total, 11).data(), SaveDtype::f32);
 }
 
 // ---- a FIFO, directory, device or socket where a file is expected ------------------------------

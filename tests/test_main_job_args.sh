@@ -2,7 +2,8 @@
 # tools/main_job.sh's flags: each flag the user gives replaces the script's value of it (CLI11
 # refuses a flag given twice: "--method: At Most 1 required but received 2"), in both forms
 # (--name VALUE, --name=VALUE); --model and --preset replace each other; --device picks the job;
-# flags without a value stay as given. Then `owlore train` runs on the README's example, merged
+# flags without a value stay as given; the script's sampling and GaLore values go only with a
+# method that uses them. Then `owlore train` runs on the README's example, merged
 # over the CPU job, for two steps: the parser must take the merged flags.
 #   test_main_job_args.sh OWLORE_BINARY
 set -euo pipefail
@@ -14,17 +15,20 @@ expect() {  # expect WHAT GOT WANT
   if [ "$2" != "$3" ]; then echo "FAIL $1:"; echo "  got:  $2"; echo "  want: $3"; failures=$((failures + 1)); fi
 }
 gguf="${OWLORE_CACHE:-$HOME/.cache/owlore}/SmolLM2-135M-Instruct.Q4_1.gguf"
-gpu_rest="--period 20 --rank 128 --projector fast --lr 1e-3"
+gpu_rest="--lr 1e-3 --batch 16 --seq 512 --warmup 20 --val-every 50 --val-batches 8"
 
+# The script's sampling values go only with a sampling method, its GaLore values only with GaLore.
 expect "README example on the GPU job" "$(args --device cuda --steps 1000 --method lisa --gamma 2)" \
-  "--model $gguf --data data/gsm8k/train.jsonl $gpu_rest --batch 16 --seq 512 --warmup 20 --val-every 50 --val-batches 8 --out runs/main --device cuda --steps 1000 --method lisa --gamma 2 "
+  "--model $gguf --data data/gsm8k/train.jsonl $gpu_rest --out runs/main --period 20 --device cuda --steps 1000 --method lisa --gamma 2 "
 expect "the CPU job" "$(args --device cpu)" \
-  "--preset tiny --data data/tinyshakespeare/input.txt --method owlore --gamma 1 --period 20 --rank 8 --lr 3e-3 --steps 300 --out runs/main --device cpu "
+  "--preset tiny --data data/tinyshakespeare/input.txt --method owlore --lr 3e-3 --steps 300 --out runs/main --gamma 1 --period 20 --rank 8 --device cpu "
+expect "full on the CPU job: no sampling or GaLore values" "$(args --device cpu --method full)" \
+  "--preset tiny --data data/tinyshakespeare/input.txt --lr 3e-3 --steps 300 --out runs/main --device cpu --method full "
 expect "--name=VALUE, --preset over --model, a flag without value" \
   "$(args --device=cuda --preset tiny-gpu --steps=5 --no-checkpoint --out /tmp/x)" \
-  "--data data/gsm8k/train.jsonl --method owlore --gamma 5 $gpu_rest --batch 16 --seq 512 --warmup 20 --val-every 50 --val-batches 8 --device=cuda --preset tiny-gpu --steps=5 --no-checkpoint --out /tmp/x "
+  "--data data/gsm8k/train.jsonl --method owlore $gpu_rest --gamma 5 --period 20 --rank 128 --projector fast --device=cuda --preset tiny-gpu --steps=5 --no-checkpoint --out /tmp/x "
 expect "--model over --preset" "$(args --device cpu --model m.gguf)" \
-  "--data data/tinyshakespeare/input.txt --method owlore --gamma 1 --period 20 --rank 8 --lr 3e-3 --steps 300 --out runs/main --device cpu --model m.gguf "
+  "--data data/tinyshakespeare/input.txt --method owlore --lr 3e-3 --steps 300 --out runs/main --gamma 1 --period 20 --rank 8 --device cpu --model m.gguf "
 # Every flag at most once, whatever the user repeats of the script's.
 for case in "--device cuda --lr 3e-4 --batch 8 --seq 256 --out o" "--device cpu --period 5 --rank 4 --data d.txt"; do
   # shellcheck disable=SC2086  # the case is a list of words

@@ -57,13 +57,21 @@ if [ -z "$device" ]; then
 fi
 model="${OWLORE_CACHE:-$HOME/.cache/owlore}/SmolLM2-135M-Instruct.Q4_1.gguf"  # tools/fetch_smollm2.sh's path
 if [ "$device" = cpu ]; then
-  defaults=(--preset tiny --device cpu --data data/tinyshakespeare/input.txt
-            --method owlore --gamma 1 --period 20 --rank 8 --lr 3e-3 --steps 300 --out runs/main)
+  defaults=(--preset tiny --device cpu --data data/tinyshakespeare/input.txt --method owlore
+            --lr 3e-3 --steps 300 --out runs/main)
+  sampling=(--gamma 1 --period 20)
+  galore=(--rank 8)
 else
-  defaults=(--model "$model" --data data/gsm8k/train.jsonl --device cuda
-            --method owlore --gamma 5 --period 20 --rank 128 --projector fast --lr 1e-3
+  defaults=(--model "$model" --data data/gsm8k/train.jsonl --device cuda --method owlore --lr 1e-3
             --steps 300 --batch 16 --seq 512 --warmup 20 --val-every 50 --val-batches 8 --out runs/main)
+  sampling=(--gamma 5 --period 20)
+  galore=(--rank 128 --projector fast)
 fi
+# The script's layer-sampling and GaLore values go only with a method that uses them (the trainer
+# refuses flags that would have no effect).
+method=$(flag_value --method "$@")
+case "${method:-owlore}" in lisa | ows | owlore) defaults+=("${sampling[@]}") ;; esac
+case "${method:-owlore}" in owlore | galore) defaults+=("${galore[@]}") ;; esac
 mapfile -t args < <(merge_flags "${defaults[@]}" -- "$@")
 if [ -n "${OWLORE_MAIN_JOB_PRINT:-}" ]; then printf '%s\n' "${args[@]}"; exit 0; fi
 
