@@ -68,6 +68,17 @@ TEST(OutliersCli, WritesTheFileTheTrainerReads) {
   std::remove(out.c_str());
 }
 
+TEST(OutliersCli, CalibrationPrintsProgress) {
+  // 10 sequences in batches of 3: a line at each tenth a batch reaches (3, 6, 9) and at the end.
+  const std::string out = temp_path("p.json");
+  const CliRun r = run("outliers --preset tiny --device cpu --data " + kData + " --samples 10 --batch 3 --seq 32 -o " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* line : {"outlier calibration: 3/10 sequences\n", "outlier calibration: 6/10 sequences\n",
+                           "outlier calibration: 9/10 sequences\n", "outlier calibration: 10/10 sequences\n"})
+    EXPECT_NE(r.output.find(line), std::string::npos) << line << r.output;
+  std::remove(out.c_str());
+}
+
 TEST(OutliersCli, NonZeroScoresAndFewerRowsThanRequested) {
   // A short text: fewer training rows than --samples, all of them used and the count reported.
   // A low threshold M = 3 makes fresh weights show outliers, so D is not all zeros.

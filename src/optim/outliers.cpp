@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -103,10 +104,20 @@ std::vector<double> compute_outlier_distribution(const ModelLayout& layout, cons
     const int B = std::min(options.batch_sequences, n_sequences - first);
     model.forward(weights, tokens + (int64_t)first * seq_len, no_targets.data(), B, seq_len, nullptr);
     accumulate_input_energy(energy, model, c);
+    if (options.progress) options.progress(first + B, n_sequences);
   }
   std::vector<double> D(c.n_layers);
   for (int l = 0; l < c.n_layers; l++) D[l] = layer_outlier_ratio(layout, weights, energy, l, options.threshold);
   return D;
+}
+
+std::function<void(int done, int total)> calibration_progress_printer() {
+  return [printed_tenth = -1](int done, int total) mutable {
+    const int tenth = (int)((int64_t)done * 10 / total);
+    if (tenth == printed_tenth && done != total) return;
+    std::fprintf(stderr, "outlier calibration: %d/%d sequences\n", done, total);
+    printed_tenth = tenth;
+  };
 }
 
 void write_outlier_file(const std::string& path, const std::vector<double>& D, const OutlierMetadata& metadata) {

@@ -10,6 +10,7 @@
 // over 128 × 2048 tokens at no cost on the CPU).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,13 @@ double layer_outlier_ratio(const ModelLayout& layout, const float* weights, cons
 struct OutlierOptions {
   double threshold = 13.0;   // M (OwLore: 13)
   int batch_sequences = 4;   // sequences per forward (memory only; the result does not depend on it)
+  // Called after each batch with the sequences done so far and the total (empty: silent).
+  std::function<void(int done, int total)> progress;
 };
+
+// A progress callback for OutlierOptions: a line on stderr at every tenth of the calibration and
+// at its end (whole lines, so a log file reads as a terminal does).
+std::function<void(int done, int total)> calibration_progress_printer();
 
 // Throws naming what is wrong with a calibration's sizes or options (both backends check them).
 void check_outlier_calibration(int n_sequences, int seq_len, const OutlierOptions& options);

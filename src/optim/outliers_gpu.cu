@@ -52,6 +52,10 @@ std::vector<double> compute_outlier_distribution_gpu(const ModelLayout& layout, 
     int64_t kept = 0;
     model.forward_loss(tokens + (int64_t)first * seq_len, no_targets.data(), B, &kept);
     model.accumulate_input_energy(qkv, o, gate_up, down, B);
+    if (options.progress) {
+      CUDA_CHECK(cudaStreamSynchronize(stream));  // report what is done, not what is queued
+      options.progress(first + B, n_sequences);
+    }
   }
 
   // Scoring: the fused qkv and gate_up blocks are the 7 HF matrices back to back with shared

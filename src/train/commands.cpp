@@ -210,6 +210,7 @@ void run_outliers(const OutliersOptions& o) {
   OutlierOptions options;
   options.threshold = o.threshold;
   options.batch_sequences = o.batch;
+  options.progress = calibration_progress_printer();
   const std::vector<double> D =
       device == Device::cpu ? compute_outlier_distribution(layout, model.weights.data(), tokens.data(), n, seq, options)
                         : compute_outlier_distribution_gpu(layout, model.weights, tokens.data(), n, seq, options);

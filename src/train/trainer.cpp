@@ -146,6 +146,7 @@ std::vector<double> outlier_distribution(const TrainOptions& o, Device device, c
     std::copy_n(data.train.tokens.begin() + (int64_t)r * data.train.row_len, seq, tokens.begin() + (int64_t)r * seq);
   OutlierOptions options;
   options.threshold = o.outlier_threshold;
+  options.progress = calibration_progress_printer();
   // The GPU calibration's model lives only for this call: its memory is free again before the
   // training backend plans its own.
   std::vector<double> D = device == Device::cuda
