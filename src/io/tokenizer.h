@@ -1,6 +1,6 @@
 // Byte-level BPE tokenizer (GPT-2 style), bit-identical to Hugging Face `tokenizers` for the
 // vocabularies owlore trains (SmolLM2, GPT-2): tests/test_tokenizer.cpp checks it against ids
-// that tools/make_tokenizer_golden.py produced with HF tokenizers.
+// that tools/ref/make_tokenizer_golden.py produced with HF tokenizers.
 //
 // encode(text):
 //   1. special tokens (GGUF token type 3 = control or 4 = user-defined; HF added_tokens) are

@@ -608,7 +608,7 @@ static __global__ void __launch_bounds__(NW * 32)
 
 // ---- tile configurations ----------------------------------------------------------------------
 // A configuration names the template arguments of the three main kernels; Config<HD> is what the
-// launchers use (chosen by tools/bench_attention.cu), ConfigMt1<HD> the one-m-tile-per-warp
+// launchers use (chosen by tools/bench/bench_attention.cu), ConfigMt1<HD> the one-m-tile-per-warp
 // variant kept for comparison (and tested, so either can be shipped).
 template <int HD_, int FW, int FMT, int FBN, bool FQREG, int KW, int KMT, int KBM, int QW, int QMT, int QBN>
 struct TileConfig {
@@ -623,7 +623,7 @@ using ConfigMt1 = TileConfig<HD, 4, 1, 64, true, 4, 1, (HD == 128 ? 32 : 64), 4,
 template <int HD>
 using ConfigMt2 = std::conditional_t<HD == 64, TileConfig<64, 4, 2, 64, true, 4, 2, 32, 4, 2, 32>,
                                      TileConfig<128, 4, 2, 32, false, 4, 1, 32, 4, 2, 32>>;
-// Shipped: the fastest kernel of each kind in tools/bench_attention.cu on an H200 (T 512..4096,
+// Shipped: the fastest kernel of each kind in tools/bench/bench_attention.cu on an H200 (T 512..4096,
 // docs/bench/attention-h200-2026-11-28.md): hd64 fwd MT2 (0.328 vs 0.363 ms at 4x4096, 9/3),
 // dkdv MT1 (0.842 vs 0.900), dq MT2/BN32 (0.440 vs 0.451); hd128 fwd MT1 (1.93 vs 2.05 ms at
 // 4x4096, 32/8: MT2 needs Q from shared memory and spills), dkdv MT1 (MT2 cannot hold 2x128

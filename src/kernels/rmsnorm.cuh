@@ -11,8 +11,8 @@
 //    loads in flight per thread, one block reduction for the 4 rows; x is read once. 54 us at
 //    8192x4096 (59% of copy bandwidth), fused residual 79 us (80%). Tried and slower: one warp per
 //    row with the row cached in registers (158 registers at C=4096: 91 us, 34%); persistent blocks
-//    with the next rows prefetched across the reduction (57 us; fused 110 us: fewer resident warps,
-//    tools/variants/rmsnorm_persistent.cuh). C % 8 != 0 or C > 8192: scalar warp-per-row path.
+//    with the next rows prefetched across the reduction (57 us; fused 110 us: fewer resident
+//    warps). C % 8 != 0 or C > 8192: scalar warp-per-row path.
 //  - backward (kept): each thread owns 8 fixed columns for the whole kernel, a block walks R=4 rows
 //    at a time (one block reduction for the R dot products), so dw is accumulated in registers
 //    without atomics; per-block partials (scratch, fp32, <= 512 x C) are then summed in a fixed

@@ -126,7 +126,7 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
   OWLORE_REQUIRE(unsupported.empty(), unsupported, " (use --device cpu)");
   // The CUDA context reserves cudaLimitStackSize (1 KiB by default) of local memory for every
   // thread the card can hold: 264 MiB on a 132-SM H100/H200. A run needs 128 bytes: owlore's
-  // kernels use at most 80, cuBLASLt's fp32 GEMMs (GaLore) 128 (tools/probe_memory.cu). Setting
+  // kernels use at most 80, cuBLASLt's fp32 GEMMs (GaLore) 128 (tools/bench/probe_memory.cu). Setting
   // that here reserves it before the plan is allocated, rather than when the first such kernel
   // launches mid-step; the driver still grows it for a kernel that needs more.
   CUDA_CHECK(cudaDeviceSetLimit(cudaLimitStackSize, 128));

@@ -90,7 +90,7 @@ GaloreGpu::GaloreGpu(const GaloreConfig& config, const std::vector<std::pair<int
                  "GaLore (GPU): oversample and power_iters must be >= 0");
   // A cuBLAS handle, and the one cuSOLVER creates inside its own, allocate cuBLAS's default
   // workspace unless CUBLAS_WORKSPACE_CONFIG says otherwise: cusolverDnCreate took 96 MiB on the
-  // H200, 36 MiB with 4 MiB (tools/probe_memory.cu). The factorizations here work on panels of r
+  // H200, 36 MiB with 4 MiB (tools/bench/probe_memory.cu). The factorizations here work on panels of r
   // columns, for which 4 MiB is ample. A setting of the user's is kept. The variable is read when
   // a handle is created and is process-wide: handles created earlier in the process keep theirs.
   setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:1", /*overwrite=*/0);

@@ -123,7 +123,7 @@ class GaloreGpu {
   // sketch too ill-conditioned for shifted CholeskyQR in fp32, e.g. G = 0).
   int fallbacks() const { return fallbacks_; }
 
-  // Diagnostics for tools/bench_refresh: with profile_phases(true) the fast refresh records CUDA
+  // Diagnostics for tools/bench/bench_refresh: with profile_phases(true) the fast refresh records CUDA
   // events around its pieces; refresh_phases() sums the last fast refresh's by kind (synchronizes).
   struct RefreshPhases {
     float products_ms = 0;        // GEMMs with G (A·X, Aᵀ·Z), Ω
