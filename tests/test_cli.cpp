@@ -90,7 +90,7 @@ TEST(Cli, KilledDuringCheckpointingLeavesALoadableCheckpointAndResumes) {
   // point at a complete checkpoint that loads, and --resume must continue from it.
   namespace fs = std::filesystem;
   const fs::path out = fs::temp_directory_path() / ("owlore_kill_" + std::to_string(getpid()));
-  const std::string common = "train --preset tiny --data " + kData + " --steps 400 --batch 2 --seq 32 --val-every 0 " +
+  const std::string common = "train --preset tiny --device cpu --data " + kData + " --steps 400 --batch 2 --seq 32 --val-every 0 " +
                              "--save-every 1 --log-every 1000 --out " + out.string();
   for (int attempt = 0; attempt < 4; attempt++) {
     fs::remove_all(out);

@@ -277,6 +277,7 @@ int main(int argc, char** argv) {
   // file) win, so a script's defaults can be overridden by appending flags.
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.set_config("--config", "", "train: read flags from a TOML file (see owlore train --help)");
+  app.allow_config_extras(CLI::config_extras_mode::error);  // a misspelt key is an error, not ignored
   TrainOptions train_options;
   bool no_checkpoint = false;
   add_train_command(app, train_options, no_checkpoint);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -56,6 +57,9 @@ void refuse_given(const TrainOptions& o, std::initializer_list<const char*> flag
 }
 
 void validate(const TrainOptions& o) {
+  // A resume whose directory holds no checkpoint is the error to report, not the flags its missing
+  // config.toml would have supplied.
+  if (!o.resume_path.empty()) resolve_checkpoint_dir(o.resume_path);
   OWLORE_REQUIRE(!o.data_path.empty(), "--data is required");
   OWLORE_REQUIRE(o.preset.empty() != o.model_path.empty(), "give exactly one of --preset and --model");
   OWLORE_REQUIRE(o.steps >= 1, "--steps must be >= 1, got ", o.steps);
@@ -243,12 +247,26 @@ void check_same_run(const JsonFields& meta, const nlohmann::json& now, const std
                  ". Leave those flags out (the checkpoint's config.toml supplies them), or start a new run");
 }
 
-// SIGINT / SIGTERM: the loop finishes its step, saves a checkpoint and stops (a second signal
-// kills at once: the handlers are restored by then).
+// SIGINT / SIGTERM: the loop finishes its step, saves a checkpoint and stops. The same stop often
+// arrives twice (timeout, Slurm and a terminal's Ctrl-C signal the process and its group): a repeat
+// within a second is that one; a later one is the user insisting, and ends the process at once.
 std::atomic<int> g_stop_signal{0};
+std::atomic<int64_t> g_stop_time_ns{0};
+int64_t monotonic_ns() {  // clock_gettime is async-signal-safe
+  timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
 extern "C" void on_stop_signal(int sig) {
-  g_stop_signal.store(sig);
+  const int64_t now = monotonic_ns();
+  if (g_stop_signal.load() == 0) {
+    g_stop_time_ns.store(now);
+    g_stop_signal.store(sig);
+    return;
+  }
+  if (now - g_stop_time_ns.load() < 1000000000) return;
   std::signal(sig, SIG_DFL);
+  std::raise(sig);
 }
 struct StopSignals {
   using Handler = void (*)(int);
@@ -533,7 +551,8 @@ TrainResult run_training(const TrainOptions& o) {
     OWLORE_REQUIRE(std::isfinite(loss) && std::isfinite(grad_norm), "step ", step, ": loss ", loss, ", gradient norm ",
                    grad_norm, " is not finite (lower --lr?); the run stops without saving");
     OWLORE_REQUIRE(kept_total == 0 || grad_norm > 0, "step ", step, ": the gradient norm is exactly 0 with loss ",
-                   loss, ": the model has collapsed (its outputs no longer depend on the trained weights; lower --lr?)");
+                   loss, ": the model has collapsed (its outputs no longer depend on the trained weights; lower --lr?); the run ",
+                   "stops without saving");
     const float clip_scale = (o.clip > 0 && grad_norm > o.clip) ? (float)(o.clip / grad_norm) : 1.0f;
     // A batch whose targets are all masked carries no signal: no update (Adam's momentum and the
     // weight decay would still move the weights), and the step is marked in the metrics.
