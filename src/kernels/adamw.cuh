@@ -20,7 +20,7 @@
 // Variant: one thread per 8 elements (16-byte bf16 loads, 2 x 16-byte fp32 loads); pure streaming.
 // Measured on H200 (one 7B layer, 202M params): fp32 moments 1.13 ms at 22 B/param (93% of copy
 // bandwidth), with fp32 master 96%, bf16 moments 80% (hashing-bound, see sr_key);
-// sum_squares 100%. docs/bench/kernels-h200-2026-11-28.md.
+// sum_squares 100%. docs/bench/kernels.md.
 #pragma once
 #include <algorithm>
 #include <cmath>

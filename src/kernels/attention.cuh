@@ -26,7 +26,7 @@
 //   This costs 7 matmul-units of work against FA2's 5 (1.4x the backward FLOPs), but every
 //   element of dqkv is written exactly once by one thread in a fixed order: bit-identical runs,
 //   no zero-fill of a dQ accumulator, no fp32 dQ buffer (workspace is only D: B*Hq*T floats).
-// Measured (H200, causal, 16k tokens, docs/bench/attention-h200-2026-11-28.md): forward 283 TFLOP/s
+// Measured (H200, causal, 16k tokens, docs/bench/attention.md): forward 283 TFLOP/s
 // at hd128 T4096 (FA2 SDPA 322, cuDNN 622); the kernels run at 230-285 TFLOP/s of the work they
 // do, so the 7-vs-5 matmul backward is what leaves fwd+bwd at 0.74-0.83x FA2 for T >= 2048
 // (1.26-1.39x at T 512, 1.0x at 1024). Tile choice per kernel: see Config below.
@@ -624,7 +624,7 @@ template <int HD>
 using ConfigMt2 = std::conditional_t<HD == 64, TileConfig<64, 4, 2, 64, true, 4, 2, 32, 4, 2, 32>,
                                      TileConfig<128, 4, 2, 32, false, 4, 1, 32, 4, 2, 32>>;
 // Shipped: the fastest kernel of each kind in tools/bench/bench_attention.cu on an H200 (T 512..4096,
-// docs/bench/attention-h200-2026-11-28.md): hd64 fwd MT2 (0.328 vs 0.363 ms at 4x4096, 9/3),
+// docs/bench/attention.md): hd64 fwd MT2 (0.328 vs 0.363 ms at 4x4096, 9/3),
 // dkdv MT1 (0.842 vs 0.900), dq MT2/BN32 (0.440 vs 0.451); hd128 fwd MT1 (1.93 vs 2.05 ms at
 // 4x4096, 32/8: MT2 needs Q from shared memory and spills), dkdv MT1 (MT2 cannot hold 2x128
 // accumulators per m-tile), dq MT2/BN32 (2.73 vs 2.97). MT2 gained far less than the halved

@@ -17,7 +17,7 @@
 // one block): deterministic, and a second micro-batch adds into the rows the first one made.
 // Precision: bf16 in/out, fp32 accumulation. Vector path (16-byte loads) needs C % 8 == 0 and
 // 16-byte aligned pointers; any C works through the scalar path.
-// Measured (H200, 8192 tokens, docs/bench/kernels-h200-2026-11-28.md): forward 38 us at C=4096
+// Measured (H200, 8192 tokens, docs/bench/kernels.md): forward 38 us at C=4096
 // (82% of copy bandwidth, same as F.embedding); backward with fp32 dwte 116 us (62%; 5.5x faster
 // than PyTorch's autograd), 47 us at SmolLM2 where the sort's fixed ~15-20 us dominates. Scalar
 // fp32 read-modify-writes of dwte ran at 35%; 16-byte ones were chosen.

@@ -18,7 +18,7 @@
 // reverse_columns_f32) and every refresh's sign convention (orient_singular_vectors_f32, r blocks)
 // are small next to the GEMMs and cuSOLVER calls around them: a 4096×11008 r=256 refresh takes
 // 6.0 ms warm, 8.6 ms cold on an H200 (tools/bench/bench_refresh,
-// docs/bench/refresh-h200-2026-11-28.md).
+// docs/bench/refresh.md).
 #pragma once
 #include <cusolverDn.h>
 

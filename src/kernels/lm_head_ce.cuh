@@ -6,7 +6,7 @@
 //   dx_chunk = dlogits W;  dW += dlogits^T x_chunk     (Matmul::backward; dW nullptr: frozen head)
 // Workspace rule: lm_head_ce_workspace_bytes(chunk_tokens, V) = chunk_tokens * V * 2 bytes (plus
 // the Matmul's own 32 MiB). chunk_tokens trades memory for GEMM efficiency: M = chunk_tokens rows
-// per GEMM; 1024-4096 keeps the GEMMs near the full-size rate (bench: docs/bench/kernels-*.md).
+// per GEMM; 1024-4096 keeps the GEMMs near the full-size rate (bench: docs/bench/kernels.md).
 // Precision: as PyTorch bf16 training: logits and dlogits bf16 (GEMM accumulates in fp32), the
 // softmax and the loss in fp32. A bf16 dW accumulates once per chunk (each chunk adds one bf16
 // rounding); prefer an fp32 dW for the head.
@@ -16,7 +16,7 @@
 // Measured on H200, 8192 tokens, forward+backward with fp32 dW: LLaMA-2-7B head 9.8 ms with chunk
 // 8192 (88% of the 8192^3 GEMM rate), 10.6 ms with chunk 2048 (81%); SmolLM2 head 2.6 / 2.8 ms
 // (73% / 67%: K = 576 GEMMs run below the large-GEMM rate). PyTorch with materialized logits:
-// 12.9 / 7.1 ms. docs/bench/kernels-h200-2026-11-28.md.
+// 12.9 / 7.1 ms. docs/bench/kernels.md.
 #pragma once
 #include <algorithm>
 #include <cmath>

@@ -11,7 +11,7 @@
 // Matmul runs on CachedGemm below, the one place the project calls cublasLtMatmul (GaLore's fp32
 // GemmF32 runs on it too). One Matmul per stream (the workspace is shared by its calls).
 // Measured on H200 (8192 tokens, SmolLM2 and LLaMA-2-7B layer GEMMs): 94-104% of the same raw
-// cublasGemmEx call in the same run (641-686 TFLOP/s at 7B). docs/bench/kernels-h200-2026-11-28.md.
+// cublasGemmEx call in the same run (641-686 TFLOP/s at 7B). docs/bench/kernels.md.
 #pragma once
 #include <cublasLt.h>
 

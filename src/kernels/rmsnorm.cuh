@@ -6,7 +6,7 @@
 //             (dx accumulates: it is the residual stream's gradient, which the norm's branch adds
 //             to; one bf16 rounding of the sum, no separate add pass and no buffer for the branch)
 // Precision: bf16 tensors, fp32 math and reductions, rstd fp32.
-// Variants (H200, 8192 tokens; numbers in docs/bench/kernels-h200-2026-11-28.md):
+// Variants (H200, 8192 tokens; numbers in docs/bench/kernels.md):
 //  - forward (kept): one block per 4 rows, one 16-byte pack per thread (C/8 threads), 4 independent
 //    loads in flight per thread, one block reduction for the 4 rows; x is read once. 54 us at
 //    8192x4096 (59% of copy bandwidth), fused residual 79 us (80%). Tried and slower: one warp per

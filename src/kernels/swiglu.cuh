@@ -7,7 +7,7 @@
 // otherwise one element per thread. Backward reads gate_up (saved) instead of a saved silu
 // output, so nothing extra is stored.
 // Measured on H200 at 8192 tokens: F=11008 forward 132 us (97% of copy bandwidth), backward 211 us
-// (101%); F=1536 79% / 90%. docs/bench/kernels-h200-2026-11-28.md.
+// (101%); F=1536 79% / 90%. docs/bench/kernels.md.
 #pragma once
 #include "kernels/common.cuh"
 

@@ -5,7 +5,7 @@
 # the kernels with shared-memory reductions and on attention. Parts (default all): tests
 # memcheck racecheck (each sanitizer run stops at 90 s; gpu_tests:tests for the tests alone).
 # TESTS narrows the test binaries (TESTS="test_model_gpu test_trainer_gpu").
-# Run through tools/device/run.sh; docs/bench/gpu-tests-*.md holds the last results.
+# Run through tools/device/run.sh; docs/bench/gpu-tests.md holds the last results.
 source tools/device/common.sh
 parts_default "tests memcheck racecheck"
 if has tests; then

@@ -3,7 +3,7 @@
 # SmolLM2-135M and LLaMA-2-7B shapes, 8192 tokens: tools/bench/bench_kernels.cu against the copy
 # bandwidth and raw cuBLAS measured in the same run, then the same ops in eager PyTorch
 # (tools/bench/bench_kernels_peer.py). Their correctness is gpu_tests. Parts (default all):
-# bench peer. Run through tools/device/run.sh; docs/bench/kernels-*.md holds the last results.
+# bench peer. Run through tools/device/run.sh; docs/bench/kernels.md holds the last results.
 source tools/device/common.sh
 parts_default "bench peer"
 nvidia-smi --query-gpu=clocks.sm,clocks.max.sm,temperature.gpu --format=csv,noheader
