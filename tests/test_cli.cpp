@@ -185,3 +185,39 @@ TEST(Cli, EvalWithNoScoredTokenFails) {
   EXPECT_EQ(scored.exit_code, 0) << scored.output;
   EXPECT_NE(scored.output.find("\"loss\":"), std::string::npos) << scored.output;
 }
+
+TEST(Cli, EvalTakesTheTokenizerOfAnotherModel) {
+  // A checkpoint without tokenizer.json (what train writes from a GGUF) scores instruction data
+  // with --tokenizer naming a model that has one; a --tokenizer without one is an error.
+  EvalDir dir;
+  ModelConfig c;
+  c.name = "untokenized";
+  c.n_layers = 1;
+  c.d_model = 8;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 4;
+  c.ffn = 12;
+  c.vocab = 49152;  // the SmolLM2 tokenizer's
+  c.max_seq = 64;
+  c.tied_embeddings = true;
+  const ModelLayout layout(c);
+  const std::filesystem::path model = dir.path / "model", tokenizer = dir.path / "tokenizer";
+  save_hf_checkpoint(model.string(), layout, owlore::test::random_vector(layout.total, 5, 0.1f).data(), SaveDtype::f32);
+  std::filesystem::create_directories(tokenizer);
+  std::filesystem::copy_file(std::string(OWLORE_SOURCE_DIR) + "/tests/data/smollm2_tokenizer.json",
+                             tokenizer / "tokenizer.json");
+  const std::string jsonl = (dir.path / "qa.jsonl").string();
+  std::ofstream(jsonl) << "{\"question\": \"What is 2 + 2?\", \"answer\": \"Two and two make four, so 2 + 2 = 4.\"}\n";
+  const std::string common = "eval --model " + model.string() + " --device cpu --seq 8 --batch 1 --data " + jsonl;
+  const CliRun without = run(common);
+  EXPECT_NE(without.exit_code, 0) << without.output;
+  EXPECT_NE(without.output.find("needs a model with a tokenizer"), std::string::npos) << without.output;
+  const CliRun with = run(common + " --tokenizer " + tokenizer.string());
+  EXPECT_EQ(with.exit_code, 0) << with.output;
+  EXPECT_NE(with.output.find("\"loss\":"), std::string::npos) << with.output;
+  const CliRun empty = run(common + " --tokenizer " + model.string());
+  EXPECT_NE(empty.exit_code, 0) << empty.output;
+  EXPECT_NE(empty.output.find("--tokenizer " + model.string() + ": no tokenizer in it"), std::string::npos)
+      << empty.output;
+}

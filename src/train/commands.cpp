@@ -98,7 +98,10 @@ void run_eval(const EvalOptions& o) {
   OWLORE_REQUIRE(model.config.max_seq <= 0 || o.seq <= model.config.max_seq, "--seq ", o.seq,
                  " does not fit the model's context of ", model.config.max_seq, " tokens");
   const ModelLayout layout(model.config);
-  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
+  const std::unique_ptr<Tokenizer> tokenizer =
+      load_model_tokenizer(o.tokenizer_path.empty() ? o.model_path : o.tokenizer_path);
+  OWLORE_REQUIRE(tokenizer || o.tokenizer_path.empty(), "--tokenizer ", o.tokenizer_path,
+                 ": no tokenizer in it (expected a GGUF file or a directory with tokenizer.json)");
   InstructOptions instruct;
   instruct.skip_bad_lines = o.skip_bad_lines;
   const TokenStream stream = load_token_stream(o.data_path, tokenizer.get(), instruct);
@@ -118,6 +121,10 @@ void run_eval(const EvalOptions& o) {
     data = std::move(o.split == EvalSplit::val ? split.val : split.train);
   }
   const int64_t rows = data.count();
+  const int32_t max_token = data.tokens.empty() ? 0 : *std::max_element(data.tokens.begin(), data.tokens.end());
+  OWLORE_REQUIRE(max_token < model.config.vocab, o.data_path, ": token ", max_token,
+                 " is outside the model's vocabulary of ", model.config.vocab,
+                 o.tokenizer_path.empty() ? "" : " (is --tokenizer the model's own?)");
   int64_t batches = (rows + o.batch - 1) / o.batch;
   if (o.max_batches > 0) batches = std::min<int64_t>(batches, o.max_batches);
   std::unique_ptr<TrainBackend> backend =

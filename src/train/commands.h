@@ -30,6 +30,7 @@ inline constexpr ChoiceTable<EvalSplit, 3> kEvalSplitChoices{
 
 struct EvalOptions {
   std::string model_path, preset, data_path;
+  std::string tokenizer_path;  // empty: the model's own tokenizer
   Device device = Device::automatic;
   EvalSplit split = EvalSplit::all;
   double val_fraction = 0.05;  // as train's default

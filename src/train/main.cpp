@@ -197,6 +197,9 @@ void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, st
   CLI::App* eval = app.add_subcommand("eval", "mean loss, token count and perplexity of a model on data (one JSON line)");
   eval->add_option("--model", ev.model_path, "model to evaluate");
   eval->add_option("--preset", ev.preset, "or a preset with fresh weights");
+  eval->add_option("--tokenizer", ev.tokenizer_path,
+                   "the tokenizer of another model (GGUF or a directory with tokenizer.json), for a checkpoint "
+                   "that has none (default: the model's own)");
   eval->add_option("--data", ev.data_path, "text (all tokens), JSONL (answer tokens only) or token file")->required();
   add_choice(eval, "--device", ev.device, kDeviceChoices, "auto: the GPU when there is one");
   eval->add_option("--batch", ev.batch, "sequences per batch")->capture_default_str();
