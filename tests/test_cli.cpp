@@ -153,9 +153,8 @@ TEST(Cli, EvalWithANonFiniteLossFails) {
   EXPECT_NE(r.output.find("not a finite number"), std::string::npos) << r.output;
 }
 
-TEST(Cli, EvalWithNoScoredTokenFails) {
-  // Instruction data whose first sequence is all system prompt: no answer token to score.
-  EvalDir dir;
+// A one-layer model with SmolLM2's vocabulary size, random weights, no tokenizer files.
+void save_model_with_smollm2_vocab(const std::filesystem::path& dir) {
   ModelConfig c;
   c.name = "tok";
   c.n_layers = 1;
@@ -168,8 +167,14 @@ TEST(Cli, EvalWithNoScoredTokenFails) {
   c.max_seq = 64;
   c.tied_embeddings = true;
   const ModelLayout layout(c);
+  save_hf_checkpoint(dir.string(), layout, owlore::test::random_vector(layout.total, 4, 0.1f).data(), SaveDtype::f32);
+}
+
+TEST(Cli, EvalWithNoScoredTokenFails) {
+  // Instruction data whose first sequence is all system prompt: no answer token to score.
+  EvalDir dir;
   const std::filesystem::path model = dir.path / "tok";
-  save_hf_checkpoint(model.string(), layout, owlore::test::random_vector(layout.total, 4, 0.1f).data(), SaveDtype::f32);
+  save_model_with_smollm2_vocab(model);
   std::filesystem::copy_file(std::string(OWLORE_SOURCE_DIR) + "/tests/data/smollm2_tokenizer.json",
                              model / "tokenizer.json");
   const std::string jsonl = (dir.path / "qa.jsonl").string();
@@ -190,20 +195,8 @@ TEST(Cli, EvalTakesTheTokenizerOfAnotherModel) {
   // A checkpoint without tokenizer.json (what train writes from a GGUF) scores instruction data
   // with --tokenizer naming a model that has one; a --tokenizer without one is an error.
   EvalDir dir;
-  ModelConfig c;
-  c.name = "untokenized";
-  c.n_layers = 1;
-  c.d_model = 8;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 4;
-  c.ffn = 12;
-  c.vocab = 49152;  // the SmolLM2 tokenizer's
-  c.max_seq = 64;
-  c.tied_embeddings = true;
-  const ModelLayout layout(c);
   const std::filesystem::path model = dir.path / "model", tokenizer = dir.path / "tokenizer";
-  save_hf_checkpoint(model.string(), layout, owlore::test::random_vector(layout.total, 5, 0.1f).data(), SaveDtype::f32);
+  save_model_with_smollm2_vocab(model);
   std::filesystem::create_directories(tokenizer);
   std::filesystem::copy_file(std::string(OWLORE_SOURCE_DIR) + "/tests/data/smollm2_tokenizer.json",
                              tokenizer / "tokenizer.json");
