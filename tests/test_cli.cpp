@@ -192,7 +192,7 @@ TEST(Cli, EvalWithNoScoredTokenFails) {
 }
 
 TEST(Cli, EvalTakesTheTokenizerOfAnotherModel) {
-  // A checkpoint without tokenizer.json (what train writes from a GGUF) scores instruction data
+  // A checkpoint without tokenizer.json (what train writes from a preset) scores instruction data
   // with --tokenizer naming a model that has one; a --tokenizer without one is an error.
   EvalDir dir;
   const std::filesystem::path model = dir.path / "model", tokenizer = dir.path / "tokenizer";
@@ -213,4 +213,56 @@ TEST(Cli, EvalTakesTheTokenizerOfAnotherModel) {
   EXPECT_NE(empty.exit_code, 0) << empty.output;
   EXPECT_NE(empty.output.find("--tokenizer " + model.string() + ": no tokenizer in it"), std::string::npos)
       << empty.output;
+}
+
+TEST(Cli, TrainAndConvertCheckpointsCarryTheTokenizer) {
+  // The checkpoint train writes holds the input model's tokenizer (an HF directory's
+  // tokenizer.json byte for byte), so eval and generate use it with no --tokenizer.
+  EvalDir dir;
+  ModelConfig c;
+  c.name = "tokenized";
+  c.n_layers = 1;
+  c.d_model = 8;
+  c.n_heads = 2;
+  c.n_kv_heads = 1;
+  c.head_dim = 4;
+  c.ffn = 12;
+  c.vocab = 49152;  // the SmolLM2 tokenizer's
+  c.max_seq = 64;
+  c.tied_embeddings = true;
+  const ModelLayout layout(c);
+  const std::filesystem::path model = dir.path / "model", out = dir.path / "run";
+  save_hf_checkpoint(model.string(), layout, owlore::test::random_vector(layout.total, 6, 0.1f).data(), SaveDtype::f32);
+  const std::string hf_tokenizer = std::string(OWLORE_SOURCE_DIR) + "/tests/data/smollm2_tokenizer.json";
+  std::filesystem::copy_file(hf_tokenizer, model / "tokenizer.json");
+  const std::string jsonl = (dir.path / "qa.jsonl").string();
+  {
+    std::ifstream gsm8k(std::string(OWLORE_SOURCE_DIR) + "/data/gsm8k/train.jsonl");
+    std::ofstream head(jsonl);
+    std::string line;
+    for (int i = 0; i < 40 && std::getline(gsm8k, line); i++) head << line << "\n";
+  }
+  const CliRun train = run("train --model " + model.string() + " --device cpu --data " + jsonl +
+                           " --steps 1 --batch 1 --seq 32 --val-every 0 --val-batches 1 --out " + out.string());
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  const std::filesystem::path checkpoint = out / "checkpoint";
+  auto read = [](const std::filesystem::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(read(checkpoint / "tokenizer.json"), read(hf_tokenizer));
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
+    EXPECT_TRUE(std::filesystem::exists(checkpoint / name)) << name;
+  const CliRun eval = run("eval --model " + checkpoint.string() + " --device cpu --seq 32 --batch 1 --data " + jsonl);
+  EXPECT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_NE(eval.output.find("\"loss\":"), std::string::npos) << eval.output;
+  const CliRun generate = run("generate --model " + checkpoint.string() + " --prompt hello --max-tokens 2");
+  EXPECT_EQ(generate.exit_code, 0) << generate.output;
+
+  // convert writes the same files.
+  const std::filesystem::path converted = dir.path / "converted";
+  const CliRun convert = run("convert --model " + checkpoint.string() + " --out " + converted.string());
+  ASSERT_EQ(convert.exit_code, 0) << convert.output;
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
+    EXPECT_EQ(read(converted / name), read(checkpoint / name)) << name;
 }

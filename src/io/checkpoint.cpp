@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -297,24 +298,81 @@ LoadedModel load_model(const std::string& path) {
        "model.safetensors.index.json or a .gguf file)");
 }
 
-void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights, SaveDtype dtype) {
+void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights, SaveDtype dtype,
+                        const TokenizerFiles& tokenizer, int64_t max_shard_bytes) {
+  OWLORE_REQUIRE(max_shard_bytes > 0, "max_shard_bytes must be > 0, got ", max_shard_bytes);
   std::error_code ec;
   fs::create_directories(dir, ec);
   OWLORE_REQUIRE(!ec && fs::is_directory(dir), dir, ": cannot create checkpoint directory: ", ec.message());
-  std::vector<StWriteTensor> tensors;
-  for (const TensorSlot& slot : layout.tensors) tensors.push_back({slot.name, hf_shape(slot), weights + slot.offset});
+  const int64_t element_bytes = dtype == SaveDtype::bf16 ? 2 : 4;
+  // Shards in layout order, each closed before the tensor that would take it past the limit (a
+  // tensor larger than the limit gets a shard of its own), as transformers' shard_checkpoint does.
+  std::vector<std::vector<StWriteTensor>> shards(1);
+  int64_t shard_bytes = 0, total_bytes = 0;
+  for (const TensorSlot& slot : layout.tensors) {
+    const int64_t bytes = slot.numel() * element_bytes;
+    if (shard_bytes > 0 && shard_bytes + bytes > max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back({slot.name, hf_shape(slot), weights + slot.offset});
+    shard_bytes += bytes;
+    total_bytes += bytes;
+  }
+  const bool sharded = shards.size() > 1;
+  auto shard_name = [&](size_t i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+    return std::string(name);
+  };
 
-  // Both files become durable under temporary names before either replaces its old version;
-  // only the two renames remain between a complete old and a complete new checkpoint.
-  AtomicFile weights_file(dir + "/model.safetensors");
-  write_safetensors(weights_file, tensors, dtype == SaveDtype::bf16 ? StDtype::BF16 : StDtype::F32, {{"format", "pt"}});
-  weights_file.sync();
-  const std::string config_text = hf_config_json(layout.config, dtype == SaveDtype::bf16 ? "bfloat16" : "float32");
-  AtomicFile config_file(dir + "/config.json");
-  config_file.write(config_text.data(), config_text.size());
-  config_file.sync();
-  weights_file.commit();
-  config_file.commit();
+  // Every file becomes durable under a temporary name before any replaces its old version; only
+  // the renames remain between a complete old and a complete new checkpoint.
+  std::vector<std::unique_ptr<AtomicFile>> files;
+  std::set<std::string> written;
+  auto add_file = [&](const std::string& name) -> AtomicFile& {
+    files.push_back(std::make_unique<AtomicFile>(dir + "/" + name));
+    written.insert(name);
+    return *files.back();
+  };
+  auto add_text = [&](const std::string& name, const std::string& text) {
+    AtomicFile& file = add_file(name);
+    file.write(text.data(), text.size());
+    file.sync();
+  };
+  const StDtype st_dtype = dtype == SaveDtype::bf16 ? StDtype::BF16 : StDtype::F32;
+  nlohmann::ordered_json weight_map = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < shards.size(); i++) {
+    const std::string name = sharded ? shard_name(i) : "model.safetensors";
+    AtomicFile& file = add_file(name);
+    write_safetensors(file, shards[i], st_dtype, {{"format", "pt"}});
+    file.sync();
+    for (const StWriteTensor& t : shards[i]) weight_map[t.name] = name;
+  }
+  if (sharded) {
+    const nlohmann::ordered_json index = {{"metadata", {{"total_size", total_bytes}}}, {"weight_map", weight_map}};
+    add_text("model.safetensors.index.json", index.dump(2) + "\n");
+  }
+  add_text("config.json", hf_config_json(layout.config, dtype == SaveDtype::bf16 ? "bfloat16" : "float32"));
+  for (const auto& [name, bytes] : tokenizer.files) {
+    OWLORE_REQUIRE(!written.count(name), dir, ": tokenizer file '", name, "' would replace a file of the checkpoint");
+    add_text(name, bytes);
+  }
+  for (const auto& file : files) file->commit();
+
+  // What an earlier checkpoint in this directory left that this one does not replace would be
+  // read with it: model.safetensors wins over an index in load_model, and a tokenizer.json of
+  // another model would be this one's.
+  std::vector<std::string> stale;
+  for (const char* name : kTokenizerFileNames) stale.push_back(name);
+  stale.push_back("model.safetensors");
+  stale.push_back("model.safetensors.index.json");
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("model-", 0) == 0 && ends_with(name, ".safetensors")) stale.push_back(name);
+  }
+  for (const std::string& name : stale)
+    if (!written.count(name)) fs::remove(dir + "/" + name, ec);
 }
 
 void save_state_bundle(const std::string& path, const StateBundle& state) {

@@ -7,6 +7,7 @@
 
 #include "base/choices.h"
 #include "base/state_bundle.h"
+#include "io/tokenizer_export.h"
 #include "model/config.h"
 #include "model/layout.h"
 
@@ -29,13 +30,20 @@ struct LoadedModel {
 // error naming it. GGUF wq/wk rows are un-permuted into Hugging Face's rotate-half order.
 LoadedModel load_model(const std::string& path);
 
-// Writes dir/model.safetensors (bf16 rounds to nearest even, or f32) and
-// dir/config.json. Both are written to temporary files and fsynced before either is renamed into
-// place, so a crash mid-save leaves the previous files intact. Creates dir if needed.
+// Writes a Hugging Face checkpoint into dir (created if needed): config.json, the weights (bf16
+// rounds to nearest even, or f32) and the tokenizer's files (io/tokenizer_export.h; none for a
+// preset). Weights above max_shard_bytes (5 GB, transformers' default max_shard_size) go to
+// shards model-00001-of-0000N.safetensors listed in model.safetensors.index.json, as
+// save_pretrained writes them; otherwise to model.safetensors. Every file is written to a
+// temporary name and fsynced before any is renamed into place, so a crash mid-save leaves the
+// previous files intact; files of an earlier checkpoint in dir that this one does not write (the
+// other weight layout, another model's tokenizer files) are removed after the renames.
 enum class SaveDtype { bf16, f32 };
 inline constexpr ChoiceTable<SaveDtype, 2> kSaveDtypeChoices{{{"bf16", SaveDtype::bf16}, {"f32", SaveDtype::f32}}};
 inline const char* name(SaveDtype d) { return choice_name(kSaveDtypeChoices, d); }
-void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights, SaveDtype dtype);
+inline constexpr int64_t kHfMaxShardBytes = 5'000'000'000;
+void save_hf_checkpoint(const std::string& dir, const ModelLayout& layout, const float* weights, SaveDtype dtype,
+                        const TokenizerFiles& tokenizer = {}, int64_t max_shard_bytes = kHfMaxShardBytes);
 
 // The trainer state (StateBundle) as one safetensors file: fp32 tensors (1-D) and the JSON meta
 // under the metadata key "owlore_state". Written atomically.

@@ -161,9 +161,12 @@ void run_eval(const EvalOptions& o) {
 void run_convert(const std::string& model_path, const std::string& out_dir, SaveDtype dtype) {
   OWLORE_REQUIRE(!model_path.empty() && !out_dir.empty(), "--model and --out are required");
   const LoadedModel model = load_model(model_path);
-  save_hf_checkpoint(out_dir, ModelLayout(model.config), model.weights.data(), dtype);
-  std::printf("wrote %s/model.safetensors and config.json (%s, %.1fM parameters)\n", out_dir.c_str(), name(dtype),
-              model.config.total_params() / 1e6);
+  const TokenizerFiles tokenizer = checkpoint_tokenizer_files(model_path, model.config);
+  save_hf_checkpoint(out_dir, ModelLayout(model.config), model.weights.data(), dtype, tokenizer);
+  std::string tokenizer_names;
+  for (const auto& [file, bytes] : tokenizer.files) tokenizer_names += ", " + file;
+  std::printf("wrote %s: config.json, the weights%s (%s, %.1fM parameters)\n", out_dir.c_str(), tokenizer_names.c_str(),
+              name(dtype), model.config.total_params() / 1e6);
 }
 
 void run_tokenize(const std::string& model_path, const std::string& data_path, const std::string& out_path,

@@ -315,6 +315,8 @@ TrainResult run_training(const TrainOptions& o) {
                  config.max_seq, " tokens");
   const ModelLayout layout(config);
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
+  // Read once, so every checkpoint carries the tokenizer the run trained with (see io/tokenizer_export.h).
+  const TokenizerFiles tokenizer_files = checkpoint_tokenizer_files(o.model_path, config);
   const Dataset data = load_training_data(o, config, tokenizer.get());
   const nlohmann::json identity = run_identity(o, device, config, layout.total, data);
   StateReader state_in(saved, state_path);
@@ -422,7 +424,7 @@ TrainResult run_training(const TrainOptions& o) {
     state.meta["mask"] = {{"layers", mask.layers}, {"embedding", mask.embedding}, {"head", mask.head}};
     if (sampler) state.meta["sampler"] = sampler->to_json();
     last_checkpoint = run.save(step, o.keep_checkpoints, [&](const std::string& dir) {
-      save_hf_checkpoint(dir, layout, weights.data(), o.save_dtype);
+      save_hf_checkpoint(dir, layout, weights.data(), o.save_dtype, tokenizer_files);
       save_state_bundle(dir + "/trainer_state.safetensors", state);
       if (!config_toml.empty()) write_file_atomically(dir + "/config.toml", config_toml);
     });
