@@ -142,8 +142,9 @@ void append_chat_example(const Tokenizer& tokenizer, const std::string& system, 
   out.examples++;
 }
 
-TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokenizer, const InstructOptions& options) {
-  std::istringstream file(read_regular_file(path, "instruction data file"));
+TokenStream parse_instruct_jsonl(const std::string& text, const std::string& path, const Tokenizer& tokenizer,
+                                 const InstructOptions& options) {
+  std::istringstream file(text);
   TokenStream stream;
   const int64_t dropped_before = tokenizer.dropped_bytes();
   std::string line;
@@ -170,6 +171,10 @@ TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokeni
   OWLORE_REQUIRE(stream.examples > 0, path, ": no usable examples in ", line_number, " lines");
   report_dropped(path, tokenizer, dropped_before);
   return stream;
+}
+
+TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokenizer, const InstructOptions& options) {
+  return parse_instruct_jsonl(read_regular_file(path, "instruction data file"), path, tokenizer, options);
 }
 
 TokenStream load_text_tokens(const std::string& path, const Tokenizer& tokenizer) {
