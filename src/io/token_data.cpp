@@ -49,8 +49,10 @@ ParsedLine parse_instruct_line(const std::string& line) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.what() starts with "[json.exception.parse_error.101] parse error at line 1, column N"
+  } catch (const nlohmann::json::exception& e) {
+    // e.what() starts with "[json.exception.parse_error.101] parse error at line 1, column N", or
+    // "[json.exception.out_of_range.406] number overflow parsing '1E400'" for a number no
+    // double holds: both make the line unusable.
     const std::string what = e.what();
     const size_t at = what.find("] ");
     out.problem = "not valid JSON: " + (at == std::string::npos ? what : what.substr(at + 2));
