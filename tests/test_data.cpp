@@ -187,6 +187,52 @@ TEST(InstructData, BadLinesSkippedAreCountedAndReportedWithLineNumbers) {
   EXPECT_NE(message.find(none + ": no usable examples"), std::string::npos) << message;
 }
 
+// A number no double holds (1E400) is a bad line like any other JSON error (nlohmann reports it
+// as out_of_range, not parse_error): fatal with its file:line, or skipped and counted.
+TEST(InstructData, NumberOverflowIsABadLine) {
+  const std::string path = write_file("overflow.jsonl", "{\"prompt\": \"p\", \"response\": \"r\"}\n"
+                                                        "{\"prompt\": \"p\", \"response\": \"r\", \"n\": 1E400}\n");
+  const std::string message = error_of([&] { load_instruct_jsonl(path, smollm2()); });
+  EXPECT_NE(message.find(path + ":2: not valid JSON: number overflow parsing '1E400'"), std::string::npos) << message;
+  InstructOptions options;
+  options.skip_bad_lines = true;
+  ::testing::internal::CaptureStderr();
+  const TokenStream s = load_instruct_jsonl(path, smollm2(), options);
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(s.examples, 1);
+  EXPECT_EQ(s.bad_lines, 1);
+}
+
+// Inputs on which a data fuzz target once crashed (tests/data/fuzz_regressions, jsonl-* and
+// owltok-*): read as tools/run_fuzz.sh's targets read them, strict and lenient, each must give a
+// stream or an owlore::Error, nothing else.
+TEST(InstructData, FuzzRegressionsReplayCleanly) {
+  const std::filesystem::path dir = std::filesystem::path(OWLORE_SOURCE_DIR) / "tests/data/fuzz_regressions";
+  int replayed = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    const bool jsonl = name.rfind("jsonl-", 0) == 0, owltok = name.rfind("owltok-", 0) == 0;
+    if (!jsonl && !owltok) continue;
+    replayed++;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    for (bool skip_bad_lines : {false, true}) {
+      InstructOptions options;
+      options.skip_bad_lines = skip_bad_lines;
+      ::testing::internal::CaptureStderr();
+      EXPECT_NO_THROW({
+        try {
+          if (jsonl) parse_instruct_jsonl(bytes, name, smollm2(), options);
+          else load_token_stream(entry.path().string(), &smollm2(), options);
+        } catch (const Error&) {
+        }
+      }) << name;
+      ::testing::internal::GetCapturedStderr();
+    }
+  }
+  EXPECT_GT(replayed, 0);
+}
+
 TEST(TokenFile, RoundTripsUint16AndUint32) {
   const std::vector<int32_t> small = {0, 1, 2, 49151, 65535, 7};
   const std::string p16 = temp_path("small.tok");

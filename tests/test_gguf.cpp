@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -16,6 +17,7 @@
 #include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/model_info.h"
+#include "io/model_tokenizer.h"
 #include "io/safetensors.h"
 #include "model/layout.h"
 #include "child_test_util.h"
@@ -690,6 +692,40 @@ TEST(GgufBadFiles, EveryTruncationFailsCleanly) {
     const std::string cut = bytes.substr(0, n);
     EXPECT_THROW(open_bytes(cut), Error) << "prefix of " << n << " bytes";
   }
+}
+
+// gguf_bpe_vocab takes the special ids and token types as GGUF stores them (32- or 64-bit); one
+// that does not fit the vocabulary is refused naming the key, never narrowed to an id that does
+// (2^32 + 1 would otherwise become the valid id 1).
+TEST(GgufTokenizer, SpecialIdsAndTypesAreNotNarrowed) {
+  auto vocab_gguf = [](const std::function<void(GgufWriter&)>& edit) {
+    GgufWriter w;
+    std::vector<std::string> tokens;
+    for (int b = 0x21; b < 0x7f; b++) tokens.push_back(std::string(1, (char)b));
+    tokens.push_back("\xc4\xa0");  // "Ġ", the space symbol
+    w.strings("tokenizer.ggml.tokens", tokens);
+    w.string("tokenizer.ggml.model", "gpt2");
+    w.string("tokenizer.ggml.pre", "gpt2");
+    edit(w);
+    return w.build();
+  };
+  const std::string good = vocab_gguf([](GgufWriter& w) { w.u32("tokenizer.ggml.bos_token_id", 1); });
+  EXPECT_EQ(Tokenizer(gguf_bpe_vocab(open_bytes(good))).vocab().bos, 1);
+  const std::string wide_bos = vocab_gguf([](GgufWriter& w) {
+    w.scalar<uint64_t>("tokenizer.ggml.bos_token_id", GgufValueType::UINT64, (1ull << 32) + 1);
+  });
+  expect_error([&] { gguf_bpe_vocab(open_bytes(wide_bos)); },
+               {"mem.gguf", "tokenizer.ggml.bos_token_id is 4294967297, outside the vocabulary of 95 tokens"});
+  const std::string big_pad = vocab_gguf([](GgufWriter& w) { w.u32("tokenizer.ggml.padding_token_id", 95); });
+  expect_error([&] { gguf_bpe_vocab(open_bytes(big_pad)); }, {"tokenizer.ggml.padding_token_id is 95"});
+  const std::string wide_type = vocab_gguf([](GgufWriter& w) {
+    w.key("tokenizer.ggml.token_type", GgufValueType::ARRAY);
+    put<uint32_t>(w.kvs, (uint32_t)GgufValueType::INT64);
+    put<uint64_t>(w.kvs, 95);
+    for (int i = 0; i < 95; i++) put<int64_t>(w.kvs, i == 7 ? (1ll << 32) + 3 : 1);
+  });
+  expect_error([&] { gguf_bpe_vocab(open_bytes(wide_type)); },
+               {"tokenizer.ggml.token_type[7] is 4294967299, not a token type"});
 }
 
 // Inputs on which the fuzz target once crashed (tests/data/fuzz_regressions): its work must end in

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -253,6 +254,77 @@ TEST(TokenizerJson, LoadsBothMergeFormsAndAddedTokens) {
   }
   EXPECT_THROW(load_tokenizer_json(write_temp("broken_tokenizer.json", "{\"model\": ")), Error);
   EXPECT_THROW(load_tokenizer_json(kDataDir + "does_not_exist.json"), Error);
+}
+
+// A key of the wrong type is an owlore::Error naming the key and what was expected (not
+// nlohmann's type_error), and so is nesting deeper than any tokenizer.json has: printing or
+// copying such a value would recurse once per level, past the end of the stack.
+TEST(TokenizerJson, WrongTypesAndDeepNestingAreErrorsNamingTheKey) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; b++) vocab[byte_symbol(b)] = b;
+  const nlohmann::json good = {
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"added_tokens", {{{"id", 256}, {"content", "<|im_end|>"}, {"special", true}, {"lstrip", false}}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
+  EXPECT_EQ(Tokenizer(parse_tokenizer_json(good.dump(), "mem/tokenizer.json")).size(), 257);
+  auto expect_refused = [&](const std::string& label, const std::function<void(nlohmann::json&)>& edit,
+                            const std::string& message) {
+    nlohmann::json j = good;
+    edit(j);
+    try {
+      parse_tokenizer_json(j.dump(), "mem/tokenizer.json");
+      ADD_FAILURE() << label << ": expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("mem/tokenizer.json: " + message), std::string::npos) << label << ": "
+                                                                                                 << e.what();
+    }
+  };
+  expect_refused("model.type", [](nlohmann::json& j) { j["model"]["type"] = 5; }, "model.type is 5, expected a string");
+  expect_refused("ignore_merges", [](nlohmann::json& j) { j["model"]["ignore_merges"] = "yes"; },
+                 "model.ignore_merges is \"yes\", expected true or false");
+  expect_refused("pre_tokenizer.type", [](nlohmann::json& j) { j["pre_tokenizer"]["type"] = {1}; },
+                 "pre_tokenizer.type is [1], expected a string");
+  expect_refused("use_regex", [](nlohmann::json& j) { j["pre_tokenizer"]["use_regex"] = 1; },
+                 "pre_tokenizer.use_regex is 1, expected true or false");
+  expect_refused(
+      "individual_digits",
+      [](nlohmann::json& j) {
+        j["pre_tokenizer"] = {{"type", "Sequence"},
+                              {"pretokenizers", {{{"type", "Digits"}, {"individual_digits", "true"}}, {{"type", "ByteLevel"}}}}};
+      },
+      "pre_tokenizer.pretokenizers[0].individual_digits is \"true\", expected true or false");
+  expect_refused("special", [](nlohmann::json& j) { j["added_tokens"][0]["special"] = 1; },
+                 "added_tokens[0].special is 1, expected true or false");
+  expect_refused("lstrip", [](nlohmann::json& j) { j["added_tokens"][0]["lstrip"] = "no"; },
+                 "added_tokens[0].lstrip is \"no\", expected true or false");
+  // A null flag counts as absent, as in Hugging Face's own files.
+  nlohmann::json nulls = good;
+  nulls["model"]["ignore_merges"] = nullptr;
+  nulls["added_tokens"][0]["special"] = nullptr;
+  const BpeVocab v = parse_tokenizer_json(nulls.dump(), "mem/tokenizer.json");
+  EXPECT_FALSE(v.ignore_merges);
+  EXPECT_EQ(v.token_types[256], kTokenUserDefined);
+
+  // 64 levels of arrays under the root object are parsed (and then refused for what they are);
+  // 65 are refused while parsing.
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  const std::string head = good.dump().substr(0, good.dump().size() - 1);
+  try {
+    parse_tokenizer_json(head + ",\"normalizer\":" + nested(64) + "}", "mem/tokenizer.json");
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("normalizer [[["), std::string::npos) << e.what();
+  }
+  for (int depth : {65, 200000}) {
+    try {
+      parse_tokenizer_json(head + ",\"normalizer\":" + nested(depth) + "}", "mem/tokenizer.json");
+      ADD_FAILURE() << depth << " levels: expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("mem/tokenizer.json: JSON nested deeper than 64 levels"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 // ---- SmolLM2: ids identical to Hugging Face tokenizers ----

@@ -1,6 +1,7 @@
 #include "io/model_tokenizer.h"
 
 #include <filesystem>
+#include <limits>
 
 #include "base/error.h"
 #include "io/gguf.h"
@@ -13,10 +14,23 @@ BpeVocab gguf_bpe_vocab(const GgufFile& gguf) {
   BpeVocab v;
   v.tokens = gguf.tokens();
   v.merges = gguf.merges();
-  for (int64_t t : gguf.token_types()) v.token_types.push_back((int)t);
-  v.bos = (int)gguf.bos_id();
-  v.eos = (int)gguf.eos_id();
-  v.pad = (int)gguf.padding_id();
+  // GGUF stores these as 32- or 64-bit integers; one that does not fit an int is refused here,
+  // where a narrowing cast would turn 2^32 + 1 into the valid id 1.
+  const std::vector<int64_t> types = gguf.token_types();
+  for (size_t i = 0; i < types.size(); i++) {
+    OWLORE_REQUIRE(types[i] >= std::numeric_limits<int>::min() && types[i] <= std::numeric_limits<int>::max(),
+                   gguf.source(), ": tokenizer.ggml.token_type[", i, "] is ", types[i], ", not a token type");
+    v.token_types.push_back((int)types[i]);
+  }
+  const int64_t n = (int64_t)v.tokens.size();
+  auto special = [&](const char* key, int64_t id) {
+    OWLORE_REQUIRE(id >= -1 && id < n, gguf.source(), ": tokenizer.ggml.", key, " is ", id,
+                   ", outside the vocabulary of ", n, " tokens");
+    return (int)id;
+  };
+  v.bos = special("bos_token_id", gguf.bos_id());
+  v.eos = special("eos_token_id", gguf.eos_id());
+  v.pad = special("padding_token_id", gguf.padding_id());
   v.pre = gguf.tokenizer_pre();
   return v;
 }

@@ -49,8 +49,10 @@ ParsedLine parse_instruct_line(const std::string& line) {
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.what() starts with "[json.exception.parse_error.101] parse error at line 1, column N"
+  } catch (const nlohmann::json::exception& e) {
+    // e.what() starts with "[json.exception.parse_error.101] parse error at line 1, column N", or
+    // "[json.exception.out_of_range.406] number overflow parsing '1E400'" for a number no
+    // double holds: both make the line unusable.
     const std::string what = e.what();
     const size_t at = what.find("] ");
     out.problem = "not valid JSON: " + (at == std::string::npos ? what : what.substr(at + 2));
@@ -142,8 +144,9 @@ void append_chat_example(const Tokenizer& tokenizer, const std::string& system, 
   out.examples++;
 }
 
-TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokenizer, const InstructOptions& options) {
-  std::istringstream file(read_regular_file(path, "instruction data file"));
+TokenStream parse_instruct_jsonl(const std::string& text, const std::string& path, const Tokenizer& tokenizer,
+                                 const InstructOptions& options) {
+  std::istringstream file(text);
   TokenStream stream;
   const int64_t dropped_before = tokenizer.dropped_bytes();
   std::string line;
@@ -170,6 +173,10 @@ TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokeni
   OWLORE_REQUIRE(stream.examples > 0, path, ": no usable examples in ", line_number, " lines");
   report_dropped(path, tokenizer, dropped_before);
   return stream;
+}
+
+TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokenizer, const InstructOptions& options) {
+  return parse_instruct_jsonl(read_regular_file(path, "instruction data file"), path, tokenizer, options);
 }
 
 TokenStream load_text_tokens(const std::string& path, const Tokenizer& tokenizer) {

@@ -38,6 +38,9 @@ void append_chat_example(const Tokenizer& tokenizer, const std::string& system, 
 // strings; other keys are ignored, blank lines skipped. Examples are concatenated in file order.
 TokenStream load_instruct_jsonl(const std::string& path, const Tokenizer& tokenizer,
                                 const InstructOptions& options = {});
+// The same from the file's text already in memory; `path` names it in errors.
+TokenStream parse_instruct_jsonl(const std::string& text, const std::string& path, const Tokenizer& tokenizer,
+                                 const InstructOptions& options = {});
 
 // A whole text file, every token a target (special-token text in it becomes special tokens,
 // as HF tokenizers does by default).

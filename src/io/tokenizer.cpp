@@ -376,28 +376,55 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
 
 namespace {
 
+// A real tokenizer.json nests 5 levels deep; deeper input is refused while it is parsed, because
+// copying or printing a value (an error message quotes it) recurses once per level, and a file
+// of "[[[[..." would run that past the end of the stack.
+constexpr int kMaxJsonDepth = 64;
+
 std::string describe(const nlohmann::json& j) { return j.is_null() ? "null" : j.dump().substr(0, 200); }
+
+// obj[key] when obj is an object that has it (null counts as absent), else the fallback; a value
+// of another type is refused naming where it is (json::value() would throw nlohmann's own
+// exception, not an owlore::Error).
+std::string string_field(const std::string& path, const nlohmann::json& obj, const std::string& where,
+                         const char* key, const std::string& fallback) {
+  if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
+  const auto& v = obj[key];
+  OWLORE_REQUIRE(v.is_string(), path, ": ", where, ".", key, " is ", describe(v), ", expected a string");
+  return v.get<std::string>();
+}
+
+bool bool_field(const std::string& path, const nlohmann::json& obj, const std::string& where, const char* key,
+                bool fallback) {
+  if (!obj.is_object() || !obj.contains(key) || obj[key].is_null()) return fallback;
+  const auto& v = obj[key];
+  OWLORE_REQUIRE(v.is_boolean(), path, ": ", where, ".", key, " is ", describe(v), ", expected true or false");
+  return v.get<bool>();
+}
 
 // "gpt2" or "smollm" from a tokenizer.json pre_tokenizer; anything else would tokenize
 // differently from HF, so it is refused with what was found.
 std::string pre_tokenizer_name(const std::string& path, const nlohmann::json& pre) {
-  auto check_byte_level = [&](const nlohmann::json& bl) {
-    OWLORE_REQUIRE(bl.value("use_regex", true), path, ": pre_tokenizer ByteLevel with use_regex=false is not supported");
-    OWLORE_REQUIRE(!bl.value("add_prefix_space", false), path,
+  auto check_byte_level = [&](const nlohmann::json& bl, const std::string& where) {
+    OWLORE_REQUIRE(bool_field(path, bl, where, "use_regex", true), path,
+                   ": pre_tokenizer ByteLevel with use_regex=false is not supported");
+    OWLORE_REQUIRE(!bool_field(path, bl, where, "add_prefix_space", false), path,
                    ": pre_tokenizer ByteLevel with add_prefix_space=true is not supported");
   };
-  const std::string type = pre.is_object() ? pre.value("type", "") : "";
+  const std::string type = string_field(path, pre, "pre_tokenizer", "type", "");
   if (type == "ByteLevel") {
-    check_byte_level(pre);
+    check_byte_level(pre, "pre_tokenizer");
     return "gpt2";
   }
   if (type == "Sequence" && pre.contains("pretokenizers") && pre["pretokenizers"].is_array() &&
       pre["pretokenizers"].size() == 2) {
     const auto& digits = pre["pretokenizers"][0];
     const auto& byte_level = pre["pretokenizers"][1];
-    if (digits.value("type", "") == "Digits" && digits.value("individual_digits", false) &&
-        byte_level.value("type", "") == "ByteLevel") {
-      check_byte_level(byte_level);
+    const std::string digits_at = "pre_tokenizer.pretokenizers[0]", byte_level_at = "pre_tokenizer.pretokenizers[1]";
+    if (string_field(path, digits, digits_at, "type", "") == "Digits" &&
+        bool_field(path, digits, digits_at, "individual_digits", false) &&
+        string_field(path, byte_level, byte_level_at, "type", "") == "ByteLevel") {
+      check_byte_level(byte_level, byte_level_at);
       return "smollm";
     }
   }
@@ -416,19 +443,22 @@ std::string config_token(const nlohmann::json& config, const char* key) {
 
 }  // namespace
 
-BpeVocab load_tokenizer_json(const std::string& path) {
-  const std::string text = read_regular_file(path, "tokenizer file");
+BpeVocab parse_tokenizer_json(const std::string& text, const std::string& path) {
   nlohmann::json root;
   try {
-    root = nlohmann::json::parse(text);
+    root = nlohmann::json::parse(text, [&](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+      OWLORE_REQUIRE(depth <= kMaxJsonDepth, path, ": JSON nested deeper than ", kMaxJsonDepth,
+                     " levels, not a tokenizer.json");
+      return true;
+    });
   } catch (const nlohmann::json::exception& e) {
     fail(path, ": not valid JSON (", e.what(), ")");
   }
   OWLORE_REQUIRE(root.is_object() && root.contains("model") && root["model"].is_object(), path,
                  ": expected a tokenizer.json object with a \"model\" object");
   const auto& model = root["model"];
-  OWLORE_REQUIRE(model.value("type", "BPE") == "BPE", path, ": model.type is \"", model.value("type", ""),
-                 "\", expected \"BPE\"");
+  const std::string model_type = string_field(path, model, "model", "type", "BPE");
+  OWLORE_REQUIRE(model_type == "BPE", path, ": model.type is \"", model_type, "\", expected \"BPE\"");
   OWLORE_REQUIRE(!root.contains("normalizer") || root["normalizer"].is_null(), path, ": normalizer ",
                  describe(root["normalizer"]), " is not supported (expected null)");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
@@ -440,8 +470,8 @@ BpeVocab load_tokenizer_json(const std::string& path) {
   OWLORE_REQUIRE(model.contains("merges") && model["merges"].is_array(), path, ": model.merges must be an array");
 
   BpeVocab vocab;
-  vocab.pre = pre_tokenizer_name(path, root.contains("pre_tokenizer") ? root["pre_tokenizer"] : nlohmann::json());
-  vocab.ignore_merges = model.value("ignore_merges", false);
+  vocab.pre = pre_tokenizer_name(path, root.contains("pre_tokenizer") ? root["pre_tokenizer"] : nullptr);
+  vocab.ignore_merges = bool_field(path, model, "model", "ignore_merges", false);
 
   // Ids are dense 0..n-1 over vocab and added_tokens together (added tokens may extend the vocab).
   std::vector<std::pair<int64_t, std::string>> entries;
@@ -475,14 +505,15 @@ BpeVocab load_tokenizer_json(const std::string& path) {
     const int64_t id = added[i]["id"].get<int64_t>();
     const std::string content = added[i]["content"].get<std::string>();
     // These change how HF matches the token in text; owlore matches the exact content only.
+    const std::string at = "added_tokens[" + std::to_string(i) + "]";
     for (const char* flag : {"lstrip", "rstrip", "single_word"})
-      OWLORE_REQUIRE(!added[i].value(flag, false), path, ": added_tokens[", i, "] \"", content, "\" has ", flag,
+      OWLORE_REQUIRE(!bool_field(path, added[i], at, flag, false), path, ": ", at, " \"", content, "\" has ", flag,
                      "=true, which is not supported");
     OWLORE_REQUIRE(!present[id] || vocab.tokens[id] == content, path, ": added_tokens[", i, "] \"", content,
                    "\" has id ", id, ", which model.vocab gives to \"", vocab.tokens[id], "\"");
     vocab.tokens[id] = content;
     present[id] = 1;
-    vocab.token_types[id] = added[i].value("special", false) ? kTokenControl : kTokenUserDefined;
+    vocab.token_types[id] = bool_field(path, added[i], at, "special", false) ? kTokenControl : kTokenUserDefined;
   }
   for (int64_t id = 0; id <= max_id; id++)
     OWLORE_REQUIRE(present[id], path, ": no token has id ", id, " (ids must be dense 0..", max_id, ")");
@@ -504,6 +535,11 @@ BpeVocab load_tokenizer_json(const std::string& path) {
       fail(path, ": model.merges[", i, "] is ", describe(m), ", expected \"a b\" or [\"a\", \"b\"]");
     }
   }
+  return vocab;
+}
+
+BpeVocab load_tokenizer_json(const std::string& path) {
+  BpeVocab vocab = parse_tokenizer_json(read_regular_file(path, "tokenizer file"), path);
 
   // bos/eos/pad live in tokenizer_config.json beside tokenizer.json in a Hugging Face snapshot.
   const size_t slash = path.find_last_of('/');

@@ -97,6 +97,9 @@ class Tokenizer {
 // come from a tokenizer_config.json in the same folder when there is one. Errors name the file
 // and the key.
 BpeVocab load_tokenizer_json(const std::string& path);
+// The same from tokenizer.json text already in memory (`path` names it in errors), without the
+// tokenizer_config.json lookup.
+BpeVocab parse_tokenizer_json(const std::string& text, const std::string& path);
 
 // ChatML as SmolLM2-Instruct's chat_template renders it (GGUF tokenizer.chat_template):
 //   {% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
-"""Writes small valid seed inputs for the fuzz targets into <out>/{safetensors,gguf,hf_config}/."""
+"""Writes small valid seed inputs for the fuzz targets into <out>/<target>/ (tools/run_fuzz.sh).
+
+The tokenizer seeds are cut from the committed SmolLM2 tokenizer (tests/data/smollm2_tokenizer.json,
+the GGUF's vocabulary) and the token/JSONL seeds from tests/data/tokenizer_golden.json, so they
+are real data yet small enough for the fuzzer (the whole tokenizer.json is 1.3 MB)."""
 import json
 import os
 import struct
 import sys
 
 out = sys.argv[1]
-for d in ("safetensors", "gguf", "hf_config"):
+data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+for d in ("safetensors", "gguf", "hf_config", "tokenizer_json", "gguf_vocab", "owltok", "jsonl"):
     os.makedirs(os.path.join(out, d), exist_ok=True)
 
 
@@ -102,3 +107,71 @@ cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_siz
        "num_key_value_heads": 3, "vocab_size": 49152, "rope_theta": 100000.0, "rms_norm_eps": 1e-05,
        "tie_word_embeddings": True, "max_position_embeddings": 8192, "bos_token_id": 1, "eos_token_id": [2, 3]}
 open(os.path.join(out, "hf_config", "smollm2"), "w").write(json.dumps(cfg))
+
+
+# ---- tokenizers: the first MERGES merges of SmolLM2 and the tokens up to the last they make ----
+MERGES = 300
+tok = json.load(open(os.path.join(data_dir, "smollm2_tokenizer.json"), encoding="utf-8"))
+vocab = tok["model"]["vocab"]
+merges = tok["model"]["merges"][:MERGES]
+pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]
+n_tokens = 1 + max(max(vocab[a], vocab[b], vocab[a + b]) for a, b in pairs)
+n_tokens = max(n_tokens, 1 + max(t["id"] for t in tok["added_tokens"]))
+small_vocab = {t: i for t, i in vocab.items() if i < n_tokens}
+assert sorted(small_vocab.values()) == list(range(n_tokens)), "SmolLM2 ids are not dense below the cut"
+small = dict(tok)
+small["model"] = dict(tok["model"], vocab=small_vocab, merges=merges)
+small["added_tokens"] = [t for t in tok["added_tokens"] if t["id"] < n_tokens]
+open(os.path.join(out, "tokenizer_json", "smollm2_small"), "w", encoding="utf-8").write(
+    json.dumps(small, ensure_ascii=False))
+# The other accepted forms: ByteLevel alone, [a, b] merges, ignore_merges.
+gpt2 = dict(small, pre_tokenizer={"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                                  "use_regex": True})
+gpt2["model"] = dict(small["model"], merges=pairs[:50], ignore_merges=True)
+open(os.path.join(out, "tokenizer_json", "gpt2_pairs"), "w", encoding="utf-8").write(json.dumps(gpt2))
+
+# The same vocabulary as the SmolLM2 GGUF stores it (the keys of SmolLM2-135M-Instruct.Q4_1.gguf;
+# no tensors: gguf_vocab reads the metadata only).
+tokens = [""] * n_tokens
+for t, i in small_vocab.items():
+    tokens[i] = t
+types = [1] * n_tokens
+for t in small["added_tokens"]:
+    types[t["id"]] = 3 if t["special"] else 4
+def str_array(key, items):
+    return kv(key, ARR, struct.pack("<IQ", STR, len(items)) + b"".join(gstr(x) for x in items))
+vocab_meta = [
+    kv("general.architecture", STR, gstr("llama")),
+    kv("general.name", STR, gstr("SmolLM2 135M tokenizer, first %d merges" % MERGES)),
+    kv("tokenizer.ggml.add_space_prefix", BOOL, b"\x00"),
+    kv("tokenizer.ggml.add_bos_token", BOOL, b"\x00"),
+    kv("tokenizer.ggml.model", STR, gstr("gpt2")),
+    kv("tokenizer.ggml.pre", STR, gstr("smollm")),
+    str_array("tokenizer.ggml.tokens", tokens),
+    kv("tokenizer.ggml.token_type", ARR, struct.pack("<IQ", I32, n_tokens) + struct.pack("<%di" % n_tokens, *types)),
+    str_array("tokenizer.ggml.merges", [" ".join(p) for p in pairs]),
+    kv("tokenizer.ggml.bos_token_id", U32, struct.pack("<I", 1)),
+    kv("tokenizer.ggml.eos_token_id", U32, struct.pack("<I", 2)),
+    kv("tokenizer.ggml.unknown_token_id", U32, struct.pack("<I", 0)),
+    kv("tokenizer.ggml.padding_token_id", U32, struct.pack("<I", 2)),
+]
+open(os.path.join(out, "gguf_vocab", "smollm2_small"), "wb").write(
+    b"GGUF" + struct.pack("<IQQ", 3, 0, len(vocab_meta)) + b"".join(vocab_meta))
+
+# ---- token files and instruction JSONL from the golden SmolLM2 data ----
+golden = json.load(open(os.path.join(data_dir, "tokenizer_golden.json"), encoding="utf-8"))
+ids = golden["shakespeare"]["ids"][:200]
+def owltok(width, ids):
+    fmt = "<%d%s" % (len(ids), "H" if width == 2 else "I")
+    return b"OWLTOK1\x00" + struct.pack("<IIQ", 1, width, len(ids)) + struct.pack(fmt, *ids)
+open(os.path.join(out, "owltok", "smollm2_u16"), "wb").write(owltok(2, ids))
+open(os.path.join(out, "owltok", "wide_u32"), "wb").write(owltok(4, ids[:50] + [70000, 2**31 - 1]))
+open(os.path.join(out, "owltok", "empty"), "wb").write(owltok(2, []))
+open(os.path.join(out, "owltok", "text"), "w").write(golden["shakespeare"]["text"][:300])
+
+gsm8k = "".join(json.dumps({"question": e["question"], "answer": e["answer"]}) + "\n" for e in golden["gsm8k_chat"][:3])
+open(os.path.join(out, "jsonl", "gsm8k"), "w").write(gsm8k)
+mixed = (json.dumps({"prompt": "Say hi", "response": " hi<|im_end|>", "id": 3}) + "\r\n\n  \t\n" +
+         json.dumps({"prompt": "caf\u00e9 \u65e5\u672c", "response": "12345\ttabs"}, ensure_ascii=False) + "\n" +
+         '{"prompt": "no response"}\n[1, 2]\n{"question": 7, "answer": "x"}\nnot json\n')
+open(os.path.join(out, "jsonl", "mixed"), "w", encoding="utf-8").write(mixed)
