@@ -128,18 +128,12 @@ void append_chat_example(const Tokenizer& tokenizer, const std::string& system, 
   const std::string text = format_chat({{"user", prompt}, {"assistant", response}}, false, system);
   const size_t response_begin = format_chat({{"user", prompt}}, true, system).size();
   const size_t response_end = response_begin + response.size() + std::strlen("<|im_end|>");
-  const std::vector<int32_t> ids = tokenizer.encode(text);
+  std::vector<Tokenizer::Span> spans;
+  const std::vector<int32_t> ids = tokenizer.encode_with_spans(text, spans);
   if (out.loss_mask.size() != out.tokens.size()) out.loss_mask.assign(out.tokens.size(), 1);
-  size_t pos = 0;
-  for (int32_t id : ids) {
-    while (pos < text.size() && !tokenizer.has_byte((unsigned char)text[pos])) pos++;  // dropped by encode
-    const std::string& bytes = tokenizer.token_bytes(id);
-    OWLORE_REQUIRE(text.compare(pos, bytes.size(), bytes) == 0, "tokenizer: token ", id,
-                   " does not match the text at byte ", pos, " of a chat example (internal error)");
-    const size_t end = pos + bytes.size();
-    out.tokens.push_back(id);
-    out.loss_mask.push_back(end > response_begin && pos < response_end ? 1 : 0);
-    pos = end;
+  for (size_t i = 0; i < ids.size(); i++) {
+    out.tokens.push_back(ids[i]);
+    out.loss_mask.push_back(spans[i].end > response_begin && spans[i].begin < response_end ? 1 : 0);
   }
   out.examples++;
 }

@@ -247,6 +247,26 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool parse_speci
   return ids;
 }
 
+std::vector<int32_t> Tokenizer::encode_with_spans(const std::string& text, std::vector<Span>& spans,
+                                                  bool parse_special) const {
+  OWLORE_REQUIRE(text.size() <= UINT32_MAX, "tokenizer: a text of ", text.size(), " bytes is too long for spans");
+  std::vector<int32_t> ids = encode(text, parse_special);
+  // Byte-level BPE is lossless except for bytes the vocabulary lacks, so each token's bytes are
+  // the next bytes of the text once dropped bytes are skipped.
+  spans.clear();
+  spans.reserve(ids.size());
+  size_t pos = 0;
+  for (int32_t id : ids) {
+    while (pos < text.size() && !has_byte((unsigned char)text[pos])) pos++;
+    const std::string& bytes = token_bytes(id);
+    OWLORE_REQUIRE(text.compare(pos, bytes.size(), bytes) == 0, "tokenizer: token ", id,
+                   " does not match the text at byte ", pos, " (internal error)");
+    spans.push_back({(uint32_t)pos, (uint32_t)(pos + bytes.size())});
+    pos += bytes.size();
+  }
+  return ids;
+}
+
 void Tokenizer::encode_append(const std::string& text, std::vector<int32_t>& ids, bool parse_special) const {
   const char* s = text.data();
   const size_t n = text.size();

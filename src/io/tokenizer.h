@@ -52,6 +52,15 @@ class Tokenizer {
   std::vector<int32_t> encode(const std::string& text, bool parse_special = true) const;
   // Appends instead of returning, for building long streams without copies.
   void encode_append(const std::string& text, std::vector<int32_t>& ids, bool parse_special = true) const;
+  // Each token's place in `text`: token i came from text[spans[i].begin, spans[i].end). Spans
+  // are in order and never overlap; bytes encode drops lie between spans; a token that stands
+  // for no byte of the text (SentencePiece's dummy-prefix "\u2581") has begin == end. Loss masks
+  // use this to find the tokens of each chat turn in a conversation tokenized whole.
+  struct Span {
+    uint32_t begin = 0, end = 0;
+  };
+  std::vector<int32_t> encode_with_spans(const std::string& text, std::vector<Span>& spans,
+                                         bool parse_special = true) const;
   std::string decode(const std::vector<int32_t>& ids) const;
 
   int size() const { return (int)vocab_.tokens.size(); }
