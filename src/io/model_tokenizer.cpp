@@ -4,7 +4,9 @@
 #include <limits>
 
 #include "base/error.h"
+#include "io/files.h"
 #include "io/gguf.h"
+#include "io/tiktoken.h"
 
 namespace owlore {
 
@@ -32,6 +34,9 @@ BpeVocab gguf_bpe_vocab(const GgufFile& gguf) {
   v.eos = special("eos_token_id", gguf.eos_id());
   v.pad = special("padding_token_id", gguf.padding_id());
   v.pre = gguf.tokenizer_pre();
+  // llama.cpp tokenizes LLaMA-3 with ignore_merges, as HF's tokenizer.json for it says: some of
+  // its tokens are not reachable by merges, only as a whole piece (as tiktoken finds them).
+  v.ignore_merges = v.pre == "llama-bpe";
   return v;
 }
 
@@ -45,8 +50,11 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path) {
   }
   const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
   const fs::path json = dir / "tokenizer.json";
-  if (!fs::exists(json)) return nullptr;
-  return std::make_unique<Tokenizer>(load_tokenizer_json(json.string()));
+  if (fs::exists(json)) return std::make_unique<Tokenizer>(load_tokenizer_json(json.string()));
+  const fs::path model = dir / "tokenizer.model";
+  if (fs::exists(model) && looks_like_tiktoken(RegularFile(model.string(), "tokenizer.model").read_prefix(256)))
+    return std::make_unique<Tokenizer>(load_tiktoken_model(model.string()));
+  return nullptr;
 }
 
 }  // namespace owlore

@@ -15,6 +15,8 @@
 namespace owlore {
 
 const char* const kSmolLM2SystemMessage = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+const char* const kLlama3SplitPattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 namespace {
 
@@ -84,6 +86,13 @@ uint64_t pair_key(int left, int right) { return ((uint64_t)(uint32_t)left << 32)
 
 }  // namespace
 
+std::string byte_level_string(const std::string& bytes) {
+  static const std::vector<uint32_t> byte_cp = byte_to_codepoint();
+  std::string symbols;
+  for (unsigned char b : bytes) append_utf8(symbols, byte_cp[b]);
+  return symbols;
+}
+
 struct Tokenizer::Regexes {
   pcre2_code* split = nullptr;
   pcre2_code* digits = nullptr;
@@ -144,14 +153,18 @@ Tokenizer::Tokenizer(BpeVocab vocab) : vocab_(std::move(vocab)), regex_(std::mak
   for (const auto& [name, id] : {std::pair<const char*, int>{"bos", vocab_.bos}, {"eos", vocab_.eos}, {"pad", vocab_.pad}})
     OWLORE_REQUIRE(id >= -1 && id < n, "tokenizer: ", name, " id ", id, " outside the vocabulary of ", n);
 
+  const char* split_pattern = kGpt2Pattern;
   if (vocab_.pre == "gpt2") {
     split_digits_ = false;
   } else if (vocab_.pre == "smollm") {
     split_digits_ = true;
+  } else if (vocab_.pre == "llama-bpe") {
+    split_digits_ = false;
+    split_pattern = kLlama3SplitPattern;
   } else {
-    fail("tokenizer: unsupported pre-tokenizer \"", vocab_.pre, "\" (supported: gpt2, smollm)");
+    fail("tokenizer: unsupported pre-tokenizer \"", vocab_.pre, "\" (supported: gpt2, smollm, llama-bpe)");
   }
-  regex_->split = Regexes::compile(kGpt2Pattern);
+  regex_->split = Regexes::compile(split_pattern);
   regex_->digits = Regexes::compile(kDigitPattern);
   regex_->match = pcre2_match_data_create(1, nullptr);
   OWLORE_REQUIRE(regex_->match, "tokenizer: out of memory for PCRE2 match data");
@@ -336,10 +349,7 @@ void Tokenizer::encode_piece(const char* piece, size_t n, std::vector<int32_t>& 
 // a popped pair is applied only if both symbols still exist and still form that merge.
 void Tokenizer::bpe(const char* piece, size_t n, std::vector<int32_t>& out) const {
   if (vocab_.ignore_merges) {
-    static const std::vector<uint32_t> byte_cp = byte_to_codepoint();
-    std::string symbols;
-    for (size_t i = 0; i < n; i++) append_utf8(symbols, byte_cp[(unsigned char)piece[i]]);
-    const int id = token_id(symbols);
+    const int id = token_id(byte_level_string(std::string(piece, n)));
     if (id >= 0 && !special_[id]) {
       out.push_back(id);
       return;
@@ -448,8 +458,29 @@ std::string pre_tokenizer_name(const std::string& path, const nlohmann::json& pr
       return "smollm";
     }
   }
+  if (type == "Sequence" && pre.contains("pretokenizers") && pre["pretokenizers"].is_array() &&
+      pre["pretokenizers"].size() == 2) {
+    // LLaMA-3: the split regex isolates the pieces, then ByteLevel only maps bytes to symbols.
+    const auto& split = pre["pretokenizers"][0];
+    const auto& byte_level = pre["pretokenizers"][1];
+    const std::string split_at = "pre_tokenizer.pretokenizers[0]", byte_level_at = "pre_tokenizer.pretokenizers[1]";
+    if (string_field(path, split, split_at, "type", "") == "Split" && split.contains("pattern") &&
+        split["pattern"].is_object() &&
+        string_field(path, split["pattern"], split_at + ".pattern", "Regex", "") == kLlama3SplitPattern &&
+        string_field(path, byte_level, byte_level_at, "type", "") == "ByteLevel") {
+      OWLORE_REQUIRE(string_field(path, split, split_at, "behavior", "") == "Isolated" &&
+                         !bool_field(path, split, split_at, "invert", false),
+                     path, ": ", split_at, " must be behavior Isolated, invert false, got ", describe(split));
+      OWLORE_REQUIRE(!bool_field(path, byte_level, byte_level_at, "use_regex", true) &&
+                         !bool_field(path, byte_level, byte_level_at, "add_prefix_space", false),
+                     path, ": ", byte_level_at, " after the LLaMA-3 Split must have use_regex=false and "
+                     "add_prefix_space=false, got ", describe(byte_level));
+      return "llama-bpe";
+    }
+  }
   fail(path, ": unsupported pre_tokenizer ", describe(pre),
-       " (supported: ByteLevel, or Sequence[Digits(individual_digits=true), ByteLevel])");
+       " (supported: ByteLevel, Sequence[Digits(individual_digits=true), ByteLevel], or "
+       "Sequence[Split(LLaMA-3 regex, Isolated), ByteLevel(use_regex=false)])");
 }
 
 // tokenizer_config.json writes special tokens as "<s>" or {"content": "<s>", ...}.

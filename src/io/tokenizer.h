@@ -7,7 +7,8 @@
 //      found first, leftmost-longest, and never split;
 //   2. the text between them is pre-tokenized with PCRE2 (UTF-8, Unicode properties): the
 //      GPT-2 regex, preceded for SmolLM2 ("smollm") by isolating every \p{N} character, as HF's
-//      Sequence[Digits(individual_digits=true), ByteLevel(use_regex=true)] does;
+//      Sequence[Digits(individual_digits=true), ByteLevel(use_regex=true)] does; LLaMA-3
+//      ("llama-bpe") uses its own split regex instead, as tiktoken and HF's Split(Isolated) do;
 //   3. each piece's bytes map to the 256 byte-level symbols, and merges apply lowest rank
 //      first (ties: leftmost), as HF's BPE word merge does.
 // Bytes that are not valid UTF-8 cannot match the regex; each such run becomes its own piece.
@@ -34,7 +35,7 @@ struct BpeVocab {
   std::vector<std::string> merges;  // "a b", rank = index
   std::vector<int> token_types;     // TokenType per token; empty = all normal
   int bos = -1, eos = -1, pad = -1;
-  std::string pre;  // pre-tokenizer name, as GGUF tokenizer.ggml.pre: "gpt2" or "smollm"
+  std::string pre;  // pre-tokenizer name, as GGUF tokenizer.ggml.pre: "gpt2", "smollm" or "llama-bpe"
   bool ignore_merges = false;  // HF BPE option: a piece that is itself a token skips the merges
 };
 
@@ -100,9 +101,18 @@ class Tokenizer {
   mutable int64_t dropped_bytes_ = 0;
 };
 
+// LLaMA-3's split regex ("llama-bpe"): tiktoken's pat_str in Meta's llama_models/llama3/
+// tokenizer.py, and the Split pattern of Meta-Llama-3's tokenizer.json. Letters keep one leading
+// non-letter, numbers split in runs of up to three digits, newlines stay with punctuation.
+extern const char* const kLlama3SplitPattern;
+
+// Raw bytes as GPT-2 byte-level symbols (0x20 -> "Ġ"), the form vocabularies write tokens in.
+std::string byte_level_string(const std::string& bytes);
+
 // Reads a Hugging Face tokenizer.json: model.vocab, model.merges ("a b" strings or [a, b]
 // arrays), added_tokens (special=true -> control, else user-defined), pre_tokenizer (ByteLevel
-// alone -> "gpt2"; Sequence[Digits(individual_digits=true), ByteLevel] -> "smollm"). bos/eos/pad
+// alone -> "gpt2"; Sequence[Digits(individual_digits=true), ByteLevel] -> "smollm";
+// Sequence[Split(LLaMA-3 regex, Isolated), ByteLevel(use_regex=false)] -> "llama-bpe"). bos/eos/pad
 // come from a tokenizer_config.json in the same folder when there is one. Errors name the file
 // and the key.
 BpeVocab load_tokenizer_json(const std::string& path);

@@ -9,6 +9,7 @@
 #include "io/files.h"
 #include "io/gguf.h"
 #include "io/model_tokenizer.h"
+#include "io/tiktoken.h"
 
 namespace owlore {
 
@@ -39,14 +40,24 @@ const std::string& token_at(const BpeVocab& v, int id) { return v.tokens[(size_t
 
 bool is_added(int type) { return type == kTokenControl || type == kTokenUserDefined; }
 
-// The Hugging Face pre-tokenizer that owlore's "gpt2" / "smollm" reproduce (io/tokenizer.h).
+// The Hugging Face pre-tokenizer that owlore's "gpt2" / "smollm" / "llama-bpe" reproduce
+// (io/tokenizer.h); "llama-bpe" is written as Meta-Llama-3's tokenizer.json has it.
 ojson pre_tokenizer(const std::string& pre) {
   const ojson byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
   if (pre == "gpt2") return byte_level;
   if (pre == "smollm")
     return {{"type", "Sequence"},
             {"pretokenizers", ojson::array({ojson{{"type", "Digits"}, {"individual_digits", true}}, byte_level})}};
-  fail("tokenizer.json export: pre-tokenizer \"", pre, "\" has no Hugging Face equivalent here (supported: gpt2, smollm)");
+  if (pre == "llama-bpe") {
+    const ojson split = {{"type", "Split"},
+                         {"pattern", {{"Regex", kLlama3SplitPattern}}},
+                         {"behavior", "Isolated"},
+                         {"invert", false}};
+    const ojson bytes = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}};
+    return {{"type", "Sequence"}, {"pretokenizers", ojson::array({split, bytes})}};
+  }
+  fail("tokenizer.json export: pre-tokenizer \"", pre,
+       "\" has no Hugging Face equivalent here (supported: gpt2, smollm, llama-bpe)");
 }
 
 // Special tokens as tokenizer_config.json and special_tokens_map.json name them.
@@ -67,14 +78,22 @@ TokenizerFiles hf_directory_files(const fs::path& dir, const ModelConfig& config
     if (fs::exists(file, ec)) out.files.emplace_back(name, read_regular_file(file.string(), name));
   }
   const std::string* json = out.find("tokenizer.json");
-  if (!json) return out;  // no tokenizer owlore reads: its other files (if any) travel as they are
-  // The derived files need a vocabulary owlore reads; a tokenizer.json of another kind (a
-  // SentencePiece one) still travels as is, with whatever the directory has beside it.
+  const std::string* model = out.find("tokenizer.model");
   BpeVocab vocab;
-  try {
-    vocab = load_tokenizer_json((dir / "tokenizer.json").string());
-  } catch (const Error&) {
-    return out;
+  if (!json && model && looks_like_tiktoken(model->substr(0, 256))) {
+    // Meta's LLaMA-3 tiktoken file: Hugging Face reads a tokenizer.json, so one is derived
+    // (same ids); the tokenizer.model travels too, for tiktoken users.
+    vocab = parse_tiktoken_model(*model, (dir / "tokenizer.model").string());
+    out.files.emplace_back("tokenizer.json", hf_tokenizer_json(vocab));
+  } else {
+    if (!json) return out;  // no tokenizer owlore reads: its other files (if any) travel as they are
+    // The derived files need a vocabulary owlore reads; a tokenizer.json of another kind (a
+    // SentencePiece one) still travels as is, with whatever the directory has beside it.
+    try {
+      vocab = load_tokenizer_json((dir / "tokenizer.json").string());
+    } catch (const Error&) {
+      return out;
+    }
   }
   if (vocab.bos < 0 && config.bos_token >= 0 && config.bos_token < (int)vocab.tokens.size()) vocab.bos = config.bos_token;
   if (vocab.eos < 0 && config.eos_token >= 0 && config.eos_token < (int)vocab.tokens.size()) vocab.eos = config.eos_token;
@@ -132,6 +151,13 @@ std::vector<int> end_of_turn_ids(const BpeVocab& vocab, const std::string& chat_
     if (it != vocab.tokens.end()) add((int)(it - vocab.tokens.begin()));
   }
   for (int id : extra) add(id);
+  // LLaMA-3 ends a turn with <|eot_id|> and a tool call with <|eom_id|> whatever the template
+  // says (Meta's tokenizer.py stop_tokens are eos, eom, eot).
+  if (vocab.pre == "llama-bpe")
+    for (const char* marker : {"<|eom_id|>", "<|eot_id|>"}) {
+      const auto it = std::find(vocab.tokens.begin(), vocab.tokens.end(), marker);
+      if (it != vocab.tokens.end()) add((int)(it - vocab.tokens.begin()));
+    }
   return ids;
 }
 
@@ -144,11 +170,15 @@ std::string hf_tokenizer_json(const BpeVocab& v) {
   std::unordered_map<std::string, size_t> seen;
   seen.reserve(n);
   ojson vocab = ojson::object();
+  // ordered_json looks a key up by linear search, so operator[] would make 128k tokens
+  // (LLaMA-3) quadratic; `seen` already proves each key new, so entries are appended directly.
+  auto& entries = vocab.get_ref<ojson::object_t&>();
+  entries.reserve(n);
   for (size_t id = 0; id < n; id++) {
     const auto [it, fresh] = seen.emplace(v.tokens[id], id);
     OWLORE_REQUIRE(fresh, "tokenizer.json export: token \"", v.tokens[id], "\" has ids ", it->second, " and ", id,
                    "; a Hugging Face vocabulary maps each token to one id");
-    vocab[v.tokens[id]] = id;
+    entries.emplace_back(v.tokens[id], ojson(id));
   }
   ojson added = ojson::array();
   for (size_t id = 0; id < n; id++) {

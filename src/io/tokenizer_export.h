@@ -45,14 +45,15 @@ struct TokenizerMetadata {
   int model_max_length = 0;       // 0: not written
   std::vector<int> end_of_turn;   // eos first, then every other id that ends a turn
 };
-// tokenizer.json text for a byte-level BPE vocabulary (pre "gpt2" or "smollm").
+// tokenizer.json text for a byte-level BPE vocabulary (pre "gpt2", "smollm" or "llama-bpe").
 std::string hf_tokenizer_json(const BpeVocab& vocab);
 std::string hf_tokenizer_config_json(const BpeVocab& vocab, const TokenizerMetadata& meta);
 std::string hf_special_tokens_map_json(const BpeVocab& vocab, const TokenizerMetadata& meta);
 std::string hf_generation_config_json(const BpeVocab& vocab, const TokenizerMetadata& meta);
 // eos, then the tokens that end a turn in the chat template's own format (<|im_end|>, <|eot_id|>,
 // <|eom_id|>, <|end|>, <end_of_turn>, </s>) that the template names and the vocabulary has, then
-// `extra` (GGUF eot/eom ids); each once.
+// `extra` (GGUF eot/eom ids), then for a LLaMA-3 ("llama-bpe") vocabulary <|eom_id|> and
+// <|eot_id|> whatever the template says; each once.
 std::vector<int> end_of_turn_ids(const BpeVocab& vocab, const std::string& chat_template, const std::vector<int>& extra);
 
 }  // namespace owlore
