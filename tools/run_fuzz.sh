@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets for the file readers (outside CMake: the reader .cpp files are
 # compiled directly with -fsanitize=fuzzer,address,undefined) and runs each for a while.
 #   tools/run_fuzz.sh [seconds per target, default 300; 0 builds and replays the regressions only] [target ...]
-# targets: safetensors gguf hf_config tokenizer_json gguf_vocab owltok jsonl (default: all).
+# targets: safetensors gguf hf_config tokenizer_json gguf_vocab owltok jsonl tiktoken (default: all).
 # OWLORE_FUZZ_RUNS=N stops each target after N inputs (or the seconds, whichever comes first).
 # Work goes to ${OWLORE_FUZZ_DIR:-build-fuzz}: corpus/<target>/, crashes/<target>-*, <target>.log.
 # A crashing input must be fixed, then copied to tests/data/fuzz_regressions/<target>-<name>.bin,
@@ -22,7 +22,7 @@ flags=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
        -fno-omit-frame-pointer -I"$root/src" -DOWLORE_SOURCE_DIR="\"$root\"")
 read -r -a libs <<<"$(pkg-config --libs libpcre2-8)"  # the tokenizer's pre-tokenizer regexes
 
-known="safetensors gguf hf_config tokenizer_json gguf_vocab owltok jsonl"
+known="safetensors gguf hf_config tokenizer_json gguf_vocab owltok jsonl tiktoken"
 [[ ${#targets[@]} -eq 0 ]] && read -r -a targets <<<"$known"
 
 # The .cpp files a target needs, found from its includes (so a reader that moves or gains a

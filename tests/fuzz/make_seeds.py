@@ -11,7 +11,7 @@ import sys
 
 out = sys.argv[1]
 data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
-for d in ("safetensors", "gguf", "hf_config", "tokenizer_json", "gguf_vocab", "owltok", "jsonl"):
+for d in ("safetensors", "gguf", "hf_config", "tokenizer_json", "gguf_vocab", "owltok", "jsonl", "tiktoken"):
     os.makedirs(os.path.join(out, d), exist_ok=True)
 
 
@@ -175,3 +175,9 @@ mixed = (json.dumps({"prompt": "Say hi", "response": " hi<|im_end|>", "id": 3}) 
          json.dumps({"prompt": "caf\u00e9 \u65e5\u672c", "response": "12345\ttabs"}, ensure_ascii=False) + "\n" +
          '{"prompt": "no response"}\n[1, 2]\n{"question": 7, "answer": "x"}\nnot json\n')
 open(os.path.join(out, "jsonl", "mixed"), "w", encoding="utf-8").write(mixed)
+
+# ---- tiktoken tokenizer.model (LLaMA-3's format): the 256 bytes, then a few merged tokens ----
+import base64
+ranked = [bytes([b]) for b in range(256)] + [b"he", b"ll", b"hell", b"hello", b" w", b" wor", b"12", b"123", b"\n\n"]
+open(os.path.join(out, "tiktoken", "small"), "wb").write(
+    b"".join(base64.b64encode(t) + b" %d\n" % r for r, t in enumerate(ranked)))
