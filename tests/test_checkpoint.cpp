@@ -110,8 +110,9 @@ TEST(HfConfig, ErrorsNameFileAndKey) {
   }, {"key 'hidden_size' is \"64\", expected an integer"});
   expect_error([] {
     parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
-      "num_attention_heads": 4, "vocab_size": 300, "rope_scaling": {"type": "llama3"}})", "a/config.json");
-  }, {"rope_scaling", "not supported"});
+      "num_attention_heads": 4, "vocab_size": 300, "rope_scaling": {"type": "linear", "factor": 2.0}})",
+                    "a/config.json");
+  }, {"a/config.json: rope_scaling", "not supported", "\"default\"", "\"llama3\""});
   expect_error([] {
     parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1, "num_attention_heads": 4,
       "vocab_size": 300, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}})", "a/config.json");
@@ -120,6 +121,140 @@ TEST(HfConfig, ErrorsNameFileAndKey) {
     parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
       "num_attention_heads": 4, "head_dim": 7, "vocab_size": 300})", "a/config.json");
   }, {"a/config.json", "head_dim must be even"});
+}
+
+// Llama-3.1-8B's config.json (transformers 4.43), and Llama-3.2-1B's, as the hub has them.
+const char* kLlama31Config = R"({"architectures": ["LlamaForCausalLM"], "attention_bias": false,
+  "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu",
+  "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 131072,
+  "mlp_bias": false, "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32,
+  "num_key_value_heads": 8, "pretraining_tp": 1, "rms_norm_eps": 1e-05, "rope_scaling": {"factor": 8.0,
+  "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+  "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+  "transformers_version": "4.43.0.dev0", "use_cache": true, "vocab_size": 128256})";
+const char* kLlama32Config = R"({"architectures": ["LlamaForCausalLM"], "attention_bias": false,
+  "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "head_dim": 64,
+  "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+  "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama", "num_attention_heads": 32,
+  "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+  "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+  "original_max_position_embeddings": 8192, "rope_type": "llama3"}, "rope_theta": 500000.0,
+  "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.45.0.dev0",
+  "use_cache": true, "vocab_size": 128256})";
+
+void expect_same_shape(const ModelConfig& got, const ModelConfig& want) {
+  EXPECT_EQ(got.n_layers, want.n_layers);
+  EXPECT_EQ(got.d_model, want.d_model);
+  EXPECT_EQ(got.n_heads, want.n_heads);
+  EXPECT_EQ(got.n_kv_heads, want.n_kv_heads);
+  EXPECT_EQ(got.head_dim, want.head_dim);
+  EXPECT_EQ(got.ffn, want.ffn);
+  EXPECT_EQ(got.vocab, want.vocab);
+  EXPECT_EQ(got.max_seq, want.max_seq);
+  EXPECT_EQ(got.rope_theta, want.rope_theta);
+  EXPECT_EQ(got.norm_eps, want.norm_eps);
+  EXPECT_EQ(got.tied_embeddings, want.tied_embeddings);
+  EXPECT_EQ(got.rope_scaling.type, want.rope_scaling.type);
+  EXPECT_EQ(got.rope_scaling.factor, want.rope_scaling.factor);
+  EXPECT_EQ(got.rope_scaling.low_freq_factor, want.rope_scaling.low_freq_factor);
+  EXPECT_EQ(got.rope_scaling.high_freq_factor, want.rope_scaling.high_freq_factor);
+  EXPECT_EQ(got.rope_scaling.original_max_pos, want.rope_scaling.original_max_pos);
+  EXPECT_EQ(got.sliding_window, want.sliding_window);
+}
+
+TEST(HfConfig, Llama3RopeScalingMatchesPresets) {
+  const ModelConfig l31 = parse_hf_config(kLlama31Config, "Llama-3.1-8B/config.json");
+  EXPECT_EQ(l31.rope_scaling.type, RopeScalingType::llama3);
+  EXPECT_EQ(l31.rope_scaling.factor, 8.0f);
+  EXPECT_EQ(l31.rope_scaling.original_max_pos, 8192);
+  expect_same_shape(l31, preset_config("llama3.1-8b"));
+  const ModelConfig l32 = parse_hf_config(kLlama32Config, "Llama-3.2-1B/config.json");
+  EXPECT_EQ(l32.rope_scaling.factor, 32.0f);
+  EXPECT_EQ(l32.eos_token, 128001);
+  expect_same_shape(l32, preset_config("llama3.2-1b"));
+  // The 3B differs from the 1B in its shape only.
+  std::string text = kLlama32Config;
+  for (auto [from, to] : {std::pair{"\"head_dim\": 64", "\"head_dim\": 128"},
+                          std::pair{"\"hidden_size\": 2048", "\"hidden_size\": 3072"},
+                          std::pair{"\"num_attention_heads\": 32", "\"num_attention_heads\": 24"},
+                          std::pair{"\"num_hidden_layers\": 16", "\"num_hidden_layers\": 28"}})
+    text.replace(text.find(from), std::string(from).size(), to);
+  expect_same_shape(parse_hf_config(text, "Llama-3.2-3B/config.json"), preset_config("llama3.2-3b"));
+  // Without rope_scaling (LLaMA-3-8B): plain RoPE.
+  const ModelConfig l3 = parse_hf_config(R"({"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256, "rope_theta": 500000.0,
+    "rms_norm_eps": 1e-05, "max_position_embeddings": 8192, "rope_scaling": null})", "Llama-3-8B/config.json");
+  EXPECT_EQ(l3.rope_scaling.type, RopeScalingType::none);
+  expect_same_shape(l3, preset_config("llama3-8b"));
+  // transformers 5 spelling: rope_parameters carries the type, theta and scaling keys.
+  const ModelConfig v5 = parse_hf_config(R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "vocab_size": 300, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0,
+    "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})",
+                                         "v5/config.json");
+  EXPECT_EQ(v5.rope_theta, 5e5f);
+  EXPECT_EQ(v5.rope_scaling.type, RopeScalingType::llama3);
+  EXPECT_EQ(v5.rope_scaling.factor, 8.0f);
+  EXPECT_EQ(v5.rope_scaling.high_freq_factor, 4.0f);
+}
+
+TEST(HfConfig, Llama3RopeScalingErrorsNameKey) {
+  const std::string base = R"({"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 1,
+    "num_attention_heads": 4, "vocab_size": 300, "rope_scaling": {"rope_type": "llama3", )";
+  const std::string full = R"("factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, )"
+                           R"("original_max_position_embeddings": 8192)";
+  EXPECT_EQ(parse_hf_config(base + full + "}}", "a/config.json").rope_scaling.type, RopeScalingType::llama3);
+  for (const char* key : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}) {
+    std::string text = full;
+    const size_t at = text.find(std::string("\"") + key + "\"");
+    const size_t end = text.find(',', at);
+    text.erase(at, end == std::string::npos ? std::string::npos : end + 2 - at);
+    if (text.size() >= 2 && text.substr(text.size() - 2) == ", ") text.resize(text.size() - 2);
+    expect_error([&] { parse_hf_config(base + text + "}}", "a/config.json"); },
+                 {"a/config.json: rope_scaling", std::string("missing required key '") + key + "'"});
+  }
+  expect_error([&] {
+    parse_hf_config(base + R"("factor": -8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192}})", "a/config.json");
+  }, {"a/config.json: rope_scaling", "key 'factor' = -8"});
+  expect_error([&] {
+    parse_hf_config(base + R"("factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192}})", "a/config.json");
+  }, {"a/config.json: rope_scaling", "high_freq_factor 4 must be greater than low_freq_factor 4"});
+  expect_error([&] {
+    parse_hf_config(base + R"("factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": "8192"}})", "a/config.json");
+  }, {"a/config.json: rope_scaling", "key 'original_max_position_embeddings'", "expected an integer"});
+  expect_error([&] {
+    parse_hf_config(base + R"("factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 0}})", "a/config.json");
+  }, {"a/config.json: rope_scaling", "original_max_position_embeddings' = 0"});
+}
+
+TEST(HfConfig, MistralSlidingWindow) {
+  // Mistral-7B v0.1: a 4096-token window; v0.2/v0.3: null.
+  const std::string base = R"({"model_type": "mistral", "hidden_size": 64, "intermediate_size": 96,
+    "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300,
+    "max_position_embeddings": 32768, )";
+  const ModelConfig v01 = parse_hf_config(base + R"("sliding_window": 4096})", "mistral-v0.1/config.json");
+  EXPECT_EQ(v01.sliding_window, 4096);
+  EXPECT_EQ(parse_hf_config(base + R"("sliding_window": null})", "m/config.json").sliding_window, 0);
+  EXPECT_EQ(parse_hf_config(base + R"("rope_theta": 1e6})", "m/config.json").sliding_window, 0);
+  require_seq_fits(v01, 4096);
+  expect_error([&] { require_seq_fits(v01, 4097); }, {"--seq 4097", "config.json sliding_window 4096"});
+  ModelConfig none = v01;
+  none.sliding_window = 0;
+  require_seq_fits(none, 32768);
+  expect_error([&] { require_seq_fits(none, 32769); }, {"--seq 32769", "context of 32768"});
+  expect_error([&] { parse_hf_config(base + R"("sliding_window": -1})", "m/config.json"); },
+               {"m/config.json", "sliding_window", "-1"});
+  expect_error([&] { parse_hf_config(base + R"("sliding_window": "4096"})", "m/config.json"); },
+               {"m/config.json", "sliding_window", "expected an integer"});
+  // Written back as Mistral (LlamaForCausalLM would attend past the window).
+  const nlohmann::json j = nlohmann::json::parse(hf_config_json(v01, "bfloat16"));
+  EXPECT_EQ(j["model_type"], "mistral");
+  EXPECT_EQ(j["architectures"], nlohmann::json::array({"MistralForCausalLM"}));
+  EXPECT_EQ(j["sliding_window"], 4096);
+  expect_same_shape(parse_hf_config(j.dump(), "x/config.json"), v01);
 }
 
 TEST(HfConfig, RopeThetaAndNormEpsMustBeFiniteAndPositive) {
@@ -136,7 +271,7 @@ TEST(HfConfig, RopeThetaAndNormEpsMustBeFiniteAndPositive) {
 }
 
 TEST(HfConfig, WrittenConfigLoadsAsLlama) {
-  for (const char* preset : {"smollm2-135m", "tiny", "llama3-8b"}) {
+  for (const char* preset : {"smollm2-135m", "tiny", "llama3-8b", "llama3.1-8b", "llama3.2-1b"}) {
     ModelConfig c = preset_config(preset);
     c.bos_token = 1;
     const std::string text = hf_config_json(c, "bfloat16");
@@ -147,8 +282,17 @@ TEST(HfConfig, WrittenConfigLoadsAsLlama) {
     EXPECT_EQ(j["hidden_act"], "silu");
     EXPECT_TRUE(j["eos_token_id"].is_null());
     EXPECT_EQ(j["dtype"], "bfloat16");
-    EXPECT_EQ(j["rope_parameters"]["rope_type"], "default");
+    const bool scaled = c.rope_scaling.type == RopeScalingType::llama3;
+    EXPECT_EQ(j["rope_parameters"]["rope_type"], scaled ? "llama3" : "default");
     EXPECT_EQ(j["rope_parameters"]["rope_theta"], j["rope_theta"]);
+    EXPECT_EQ(j.contains("rope_scaling"), scaled);
+    if (scaled) {
+      EXPECT_EQ(j["rope_scaling"]["rope_type"], "llama3");
+      EXPECT_EQ(j["rope_scaling"]["factor"], c.rope_scaling.factor);
+      EXPECT_EQ(j["rope_scaling"]["original_max_position_embeddings"], 8192);
+      EXPECT_EQ(j["rope_parameters"]["factor"], c.rope_scaling.factor);
+    }
+    expect_same_shape(parse_hf_config(text, "x/config.json"), c);
     EXPECT_NE(text.find("\"rms_norm_eps\": 1e-05"), std::string::npos) << text;  // shortest float text
     const ModelConfig back = parse_hf_config(text, "x/config.json");
     EXPECT_EQ(back.n_layers, c.n_layers);

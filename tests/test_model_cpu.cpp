@@ -1,5 +1,6 @@
 // Whole-model gradient check of the CPU LLaMA in double precision: the backward's gradient of
-// sampled parameters of every tensor equals the central difference of the mean loss.
+// sampled parameters of every tensor equals the central difference of the mean loss (plain RoPE
+// and llama3 rope_scaling); the token-by-token decoder against the full forward.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,7 @@
 #include "base/tokens.h"
 #include "base/error.h"
 #include "kernels/ref/ops_ref.h"
+#include "model/decode_cpu.h"
 #include "model/model_cpu.h"
 #include "test_util.h"
 
@@ -41,8 +43,17 @@ double mean_loss(CpuModel<double>& model, const std::vector<double>& w, const Ba
 
 class ModelGradient : public ::testing::TestWithParam<const char*> {};
 
+// "<preset>+llama3": the preset with llama3 rope_scaling, original context 64: tiny's head_dim 10
+// has a pair in the kept band, one in the interpolated band and three divided by the factor.
+ModelConfig test_config(const std::string& name) {
+  const size_t plus = name.find("+llama3");
+  ModelConfig cfg = preset_config(name.substr(0, plus));
+  if (plus != std::string::npos) cfg.rope_scaling = {RopeScalingType::llama3, 8.0f, 1.0f, 4.0f, 64};
+  return cfg;
+}
+
 TEST_P(ModelGradient, MatchesFiniteDifferencesOnEveryTensor) {
-  const ModelConfig cfg = preset_config(GetParam());
+  const ModelConfig cfg = test_config(GetParam());
   const ModelLayout layout(cfg);
   std::vector<double> w(layout.total);
   init_weights(layout, w.data(), 1);
@@ -78,7 +89,51 @@ TEST_P(ModelGradient, MatchesFiniteDifferencesOnEveryTensor) {
     EXPECT_LE(err, 1e-5) << t.name << ": gradient rel error " << err << " (|g| " << std::sqrt(norm) << ")";
   }
 }
-INSTANTIATE_TEST_SUITE_P(TinyPresets, ModelGradient, ::testing::Values("tiny", "tiny-tied", "tiny-mha"));
+INSTANTIATE_TEST_SUITE_P(TinyPresets, ModelGradient, ::testing::Values("tiny", "tiny-tied", "tiny-mha", "tiny+llama3"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           for (char& ch : name)
+                             if (ch == '-' || ch == '+') ch = '_';
+                           return name;
+                         });
+
+TEST(CpuDecoder, LogitsMatchTheFullForward) {
+  for (const char* name : {"tiny", "tiny+llama3"}) {
+    const ModelConfig cfg = test_config(name);
+    const ModelLayout layout(cfg);
+    std::vector<float> w(layout.total);
+    init_weights(layout, w.data(), 3);
+    for (auto& v : w) v *= 3;  // more signal through the layers
+    const int T = 13;
+    const Batch batch = make_batch(cfg, 1, T, 5);
+    CpuModel<float> model(layout);
+    int64_t kept = 0;
+    model.forward(w.data(), batch.inputs.data(), batch.targets.data(), 1, T, &kept);
+    const std::vector<float> all = model.all_logits(w.data());
+    CpuDecoder decoder(layout, w.data(), T);
+    for (int t = 0; t < T; t++) {
+      const std::vector<float>& logits = decoder.step(batch.inputs[t]);
+      double diff = 0, norm = 0;
+      for (int v = 0; v < cfg.vocab; v++) {
+        const double want = all[(int64_t)t * cfg.vocab + v];
+        diff = std::max(diff, std::abs(logits[v] - want));
+        norm = std::max(norm, std::abs(want));
+      }
+      EXPECT_LE(diff, 1e-4 * norm) << name << " position " << t;
+    }
+  }
+}
+
+TEST(CpuDecoder, RefusesPositionsPastTheSlidingWindow) {
+  ModelConfig cfg = preset_config("tiny");
+  cfg.sliding_window = 5;
+  const ModelLayout layout(cfg);
+  std::vector<float> w(layout.total);
+  init_weights(layout, w.data(), 3);
+  CpuDecoder decoder(layout, w.data(), 10);
+  for (int t = 0; t < 5; t++) decoder.step(t);
+  test::expect_error([&] { decoder.step(5); }, {"config.json sliding_window 5"});
+}
 
 TEST(ModelCpu, FrozenLayersGetNoGradientAndTrainedOnesMatchTheFullBackward) {
   const ModelConfig cfg = preset_config("tiny");

@@ -35,6 +35,9 @@ struct LoadedModel {
 struct Case {
   const char* preset;
   int B, T;
+  // > 0: llama3 rope_scaling with original context 32: T reaches past it, and head_dim 64 / 128
+  // have pairs in all three bands (wavelength < 8, 8..32, > 32).
+  float llama3_factor = 0;
 };
 
 class GpuModelVsCpu : public ::testing::TestWithParam<Case> {};
@@ -42,7 +45,8 @@ class GpuModelVsCpu : public ::testing::TestWithParam<Case> {};
 TEST_P(GpuModelVsCpu, LossAndEveryGradientMatchTheTwin) {
   OWLORE_SKIP_WITHOUT_GPU();
   const Case c = GetParam();
-  const ModelConfig cfg = preset_config(c.preset);
+  ModelConfig cfg = preset_config(c.preset);
+  if (c.llama3_factor > 0) cfg.rope_scaling = {RopeScalingType::llama3, c.llama3_factor, 1.0f, 4.0f, 32};
   const ModelLayout layout(cfg);
   std::vector<float> w(layout.total);
   init_weights(layout, w.data(), 7);
@@ -87,10 +91,12 @@ TEST_P(GpuModelVsCpu, LossAndEveryGradientMatchTheTwin) {
 }
 
 INSTANTIATE_TEST_SUITE_P(OddShapes, GpuModelVsCpu,
-                         ::testing::Values(Case{"tiny-gpu", 3, 37}, Case{"tiny-gpu", 1, 1}, Case{"tiny-gpu128", 2, 70}),
+                         ::testing::Values(Case{"tiny-gpu", 3, 37}, Case{"tiny-gpu", 1, 1}, Case{"tiny-gpu128", 2, 70},
+                                           Case{"tiny-gpu", 3, 37, 8.0f}, Case{"tiny-gpu128", 2, 70, 32.0f}),
                          [](const auto& info) {
                            std::string name = std::string(info.param.preset) + "_B" + std::to_string(info.param.B) +
-                                              "_T" + std::to_string(info.param.T);
+                                              "_T" + std::to_string(info.param.T) +
+                                              (info.param.llama3_factor > 0 ? "_llama3" : "");
                            for (char& ch : name)
                              if (ch == '-') ch = '_';
                            return name;

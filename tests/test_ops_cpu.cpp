@@ -5,11 +5,14 @@
 
 #include <cmath>
 #include <functional>
+#include <tuple>
 #include <vector>
 
+#include "base/error.h"
 #include "base/tokens.h"
 #include "base/rng.h"
 #include "kernels/ref/ops_ref.h"
+#include "model/config.h"
 
 using namespace owlore;
 
@@ -99,24 +102,147 @@ INSTANTIATE_TEST_SUITE_P(OddShapes, RmsNormShapes,
                          ::testing::Values(std::make_pair(1, 1), std::make_pair(3, 17), std::make_pair(5, 45)));
 
 TEST(OpsCpu, RopeBackwardMatchesFiniteDifferences) {
-  // 3 rotated heads of 6 inside rows of 5 heads (the q|k|v packing), non-zero position offset.
+  // 3 rotated heads of 6 inside rows of 5 heads (the q|k|v packing), non-zero position offset;
+  // plain RoPE and llama3 scaling with a short original context (all three bands at head_dim 6).
   const int B = 2, T = 5, heads = 3, hd = 6, row = 5 * hd, offset = 3;
-  const double theta = 10000.0;
-  auto x = randn((int64_t)B * T * row, 11), R = randn((int64_t)B * T * row, 12);
-  std::vector<double> out(x.size());
-  auto loss = [&] {
-    out = x;  // heads that are not rotated pass through unchanged
-    rope_forward_ref(out.data(), x.data(), B, T, heads, hd, row, theta, offset);
-    return dot(out, R);
+  for (const bool scaled : {false, true}) {
+    ModelConfig c;
+    c.head_dim = hd;
+    c.rope_theta = 10000.0f;
+    if (scaled) c.rope_scaling = {RopeScalingType::llama3, 4.0f, 1.0f, 4.0f, 64};
+    const std::vector<double> f = rope_inv_freq(c);
+    auto x = randn((int64_t)B * T * row, 11), R = randn((int64_t)B * T * row, 12);
+    std::vector<double> out(x.size());
+    auto loss = [&] {
+      out = x;  // heads that are not rotated pass through unchanged
+      rope_forward_ref(out.data(), x.data(), B, T, heads, hd, row, f.data(), offset);
+      return dot(out, R);
+    };
+    std::vector<double> dx = R;  // pass-through heads: gradient is R itself
+    rope_backward_ref(dx.data(), R.data(), B, T, heads, hd, row, f.data(), offset);
+    const double err = fd_error(x, dx, loss);
+    EXPECT_LE(err, kFdBound) << "rope dinp rel error " << err << (scaled ? " (llama3 scaling)" : "");
+    // Position 0 is the identity rotation.
+    std::vector<double> y(x.size());
+    rope_forward_ref(y.data(), x.data(), 1, 1, heads, hd, row, f.data(), 0);
+    for (int i = 0; i < heads * hd; i++) EXPECT_DOUBLE_EQ(y[i], x[i]);
+  }
+}
+
+// transformers' _compute_llama3_parameters (modeling_rope_utils.py), transcribed in the scalar
+// type it runs in: inv_freq = 1/theta^(arange(0, d, 2)/d); wavelen = 2π/inv_freq; low
+// frequencies (wavelen > orig/low) divided by factor, high ones (wavelen < orig/high) kept, the
+// band between interpolated with smooth = (orig/wavelen - low)/(high - low).
+template <typename Real>
+std::vector<Real> hf_llama3_inv_freq(Real theta, int dim, Real factor, Real low, Real high, Real orig) {
+  const Real low_freq_wavelen = orig / low, high_freq_wavelen = orig / high;
+  std::vector<Real> out;
+  for (int k = 0; k < dim; k += 2) {
+    const Real inv_freq = Real(1) / std::pow(theta, (Real)k / (Real)dim);
+    const Real wavelen = Real(2 * M_PI) / inv_freq;
+    const Real llama = wavelen > low_freq_wavelen ? inv_freq / factor : inv_freq;
+    const Real smooth = (orig / wavelen - low) / (high - low);
+    const Real smoothed = (1 - smooth) * llama / factor + smooth * llama;
+    const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+    out.push_back(medium ? smoothed : llama);
+  }
+  return out;
+}
+
+ModelConfig rope_config(int hd, float theta, float factor, int orig) {
+  ModelConfig c;
+  c.head_dim = hd;
+  c.rope_theta = theta;
+  if (factor > 0) c.rope_scaling = {RopeScalingType::llama3, factor, 1.0f, 4.0f, orig};
+  return c;
+}
+
+TEST(RopeScaling, Llama31FrequenciesMatchTransformers) {
+  // LLaMA-3.1-8B: theta 5e5, head_dim 128, factor 8, low 1, high 4, original context 8192.
+  const ModelConfig c = rope_config(128, 500000.0f, 8.0f, 8192);
+  const std::vector<double> got = rope_inv_freq(c), plain = rope_inv_freq(rope_config(128, 500000.0f, 0, 0));
+  const auto want = hf_llama3_inv_freq<double>(500000.0, 128, 8.0, 1.0, 4.0, 8192.0);
+  const auto want32 = hf_llama3_inv_freq<float>(500000.0f, 128, 8.0f, 1.0f, 4.0f, 8192.0f);  // as torch runs it
+  ASSERT_EQ(got.size(), 64u);
+  int kept = 0, divided = 0, between = 0;
+  for (int i = 0; i < 64; i++) {
+    EXPECT_NEAR(got[i], want[i], 1e-14 * want[i]) << i;
+    EXPECT_NEAR((float)got[i], want32[i], 4e-7 * want32[i]) << i;  // a few float ulps
+    if (got[i] == plain[i]) kept++;
+    else if (std::abs(got[i] - plain[i] / 8) <= 1e-15 * plain[i]) divided++;
+    else {
+      between++;
+      EXPECT_TRUE(got[i] < plain[i] && got[i] > plain[i] / 8) << i;
+    }
+  }
+  // wavelength 2π·5e5^(i/64) < 2048 for i <= 28, > 8192 for i >= 35.
+  EXPECT_EQ(kept, 29);
+  EXPECT_EQ(between, 6);
+  EXPECT_EQ(divided, 29);
+}
+
+TEST(RopeScaling, OddHeadDimsAndLlama32MatchTransformers) {
+  struct Case {
+    int hd;
+    float theta, factor;
+    int orig;
   };
-  std::vector<double> dx = R;  // pass-through heads: gradient is R itself
-  rope_backward_ref(dx.data(), R.data(), B, T, heads, hd, row, theta, offset);
-  const double err = fd_error(x, dx, loss);
-  EXPECT_LE(err, kFdBound) << "rope dinp rel error " << err;
-  // Position 0 is the identity rotation.
-  std::vector<double> y(x.size());
-  rope_forward_ref(y.data(), x.data(), 1, 1, heads, hd, row, theta, 0);
-  for (int i = 0; i < heads * hd; i++) EXPECT_DOUBLE_EQ(y[i], x[i]);
+  // head_dim 10 and 94 (odd pair counts) with short original contexts, so that each band holds some
+  // pairs; LLaMA-3.2-1B (head_dim 64, factor 32).
+  for (const Case k : {Case{10, 10000.0f, 4.0f, 64}, Case{94, 10000.0f, 3.0f, 1000}, Case{64, 500000.0f, 32.0f, 8192}}) {
+    const std::vector<double> got = rope_inv_freq(rope_config(k.hd, k.theta, k.factor, k.orig));
+    const auto want = hf_llama3_inv_freq<double>(k.theta, k.hd, k.factor, 1.0, 4.0, k.orig);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); i++) EXPECT_NEAR(got[i], want[i], 1e-14 * want[i]) << k.hd << " " << i;
+  }
+  // Unscaled: theta^(-2i/d).
+  const std::vector<double> plain = rope_inv_freq(rope_config(10, 10000.0f, 0, 0));
+  for (int i = 0; i < 5; i++) EXPECT_NEAR(plain[i], std::pow(10000.0, -2.0 * i / 10), 1e-15) << i;
+}
+
+TEST(RopeScaling, RotatedQkMatchTransformersFrequencies) {
+  // q|k|v rows of LLaMA-3.1's head_dim past the original context (positions 8190..8196), and an
+  // odd head_dim: the rotation is HF's rotate-half with HF's frequencies.
+  for (const auto& [hd, factor, orig, offset] :
+       {std::tuple{128, 8.0f, 8192, 8190}, std::tuple{10, 4.0f, 64, 60}}) {
+    const ModelConfig c = rope_config(hd, 500000.0f, factor, orig);
+    const int B = 2, T = 7, Hq = 3, Hkv = 1, row = (Hq + 2 * Hkv) * hd, half = hd / 2;
+    const std::vector<double> f = rope_inv_freq(c);
+    const auto hf = hf_llama3_inv_freq<double>(500000.0, hd, factor, 1.0, 4.0, orig);
+    const auto x = randn((int64_t)B * T * row, 21);
+    std::vector<double> y = x;
+    rope_forward_ref(y.data(), x.data(), B, T, Hq + Hkv, hd, row, f.data(), offset);
+    double max_err = 0, max_change_vs_plain = 0;
+    const std::vector<double> plain_f = rope_inv_freq(rope_config(hd, 500000.0f, 0, 0));
+    for (int b = 0; b < B; b++)
+      for (int t = 0; t < T; t++)
+        for (int h = 0; h < Hq + 2 * Hkv; h++)
+          for (int i = 0; i < half; i++) {
+            const int64_t at = ((int64_t)b * T + t) * row + (int64_t)h * hd + i;
+            const double x1 = x[at], x2 = x[at + half];
+            double want1 = x1, want2 = x2;  // v heads: untouched
+            if (h < Hq + Hkv) {
+              const double a = (double)(offset + t) * hf[i];
+              want1 = x1 * std::cos(a) - x2 * std::sin(a);
+              want2 = x2 * std::cos(a) + x1 * std::sin(a);
+              const double p = (double)(offset + t) * plain_f[i];
+              max_change_vs_plain = std::max(max_change_vs_plain, std::abs(x1 * std::cos(p) - x2 * std::sin(p) - want1));
+            }
+            max_err = std::max({max_err, std::abs(y[at] - want1), std::abs(y[at + half] - want2)});
+          }
+    EXPECT_LT(max_err, 1e-9) << "head_dim " << hd;
+    EXPECT_GT(max_change_vs_plain, 0.1) << "head_dim " << hd << ": scaling should change the rotation";
+  }
+}
+
+TEST(RopeScaling, ValidateRefusesBadScaling) {
+  ModelConfig c = preset_config("llama3.1-8b");
+  c.validate();
+  c.rope_scaling.high_freq_factor = 1.0f;  // = low: the smooth band divides by zero
+  EXPECT_THROW(c.validate(), Error);
+  c = preset_config("llama3.1-8b");
+  c.rope_scaling.original_max_pos = 0;
+  EXPECT_THROW(c.validate(), Error);
 }
 
 struct AttentionShape {

@@ -90,19 +90,35 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
     if (j.contains(bias))
       OWLORE_REQUIRE(j[bias] == false, source, ": ", bias, " = ", j[bias].dump(), " is not supported (expected false)");
   }
-  // RoPE variants the runtime does not implement (linear, dynamic, yarn, llama3, ...) are refused.
-  // transformers < 5 writes rope_scaling (null for plain RoPE) and a top-level rope_theta;
-  // transformers >= 5 writes rope_parameters {"rope_type": "default", "rope_theta": ...}.
+  ModelConfig c;
+  // Plain RoPE and LLaMA-3.1's llama3 scaling; the other variants (linear, dynamic, yarn, ...) are
+  // refused. transformers < 5 writes rope_scaling (null for plain RoPE) and a top-level
+  // rope_theta; transformers >= 5 writes rope_parameters {"rope_type": ..., "rope_theta": ...,
+  // and the scaling's keys}.
   for (const char* key : {"rope_scaling", "rope_parameters"}) {
     if (!j.contains(key) || j[key].is_null()) continue;
     const json& rope = j[key];
-    OWLORE_REQUIRE(rope.is_object(), source, ": ", key, " is ", rope.dump(), ", expected an object or null");
+    const std::string where = source + ": " + key;
+    OWLORE_REQUIRE(rope.is_object(), where, " is ", rope.dump(), ", expected an object or null");
     const json type = rope.contains("rope_type") ? rope["rope_type"] : rope.contains("type") ? rope["type"] : json("default");
-    OWLORE_REQUIRE(type == "default", source, ": ", key, " ", rope.dump(),
-                   " is not supported (expected rope_type \"default\": plain RoPE)");
+    if (type == "default") continue;
+    OWLORE_REQUIRE(type == "llama3", where, " ", rope.dump(),
+                   " is not supported (expected rope_type \"default\", plain RoPE, or \"llama3\")");
+    RopeScaling& r = c.rope_scaling;
+    r.type = RopeScalingType::llama3;
+    for (auto [name, field] : {std::pair{"factor", &r.factor}, std::pair{"low_freq_factor", &r.low_freq_factor},
+                               std::pair{"high_freq_factor", &r.high_freq_factor}}) {
+      OWLORE_REQUIRE(rope.contains(name) && !rope[name].is_null(), where, ": missing required key '", name,
+                     "' (rope_type llama3, expected a number)");
+      *field = positive_float_field(rope, name, where, 0.0f);
+    }
+    r.original_max_pos = int_field(rope, "original_max_position_embeddings", where, true, 0);
+    OWLORE_REQUIRE(r.original_max_pos > 0, where, ": key 'original_max_position_embeddings' = ", r.original_max_pos,
+                   ", expected > 0");
+    OWLORE_REQUIRE(r.high_freq_factor > r.low_freq_factor, where, ": high_freq_factor ", r.high_freq_factor,
+                   " must be greater than low_freq_factor ", r.low_freq_factor);
   }
 
-  ModelConfig c;
   c.name = dir_name_of(source);
   if (c.name.empty() || c.name == ".") c.name = "hf";
   c.d_model = int_field(j, "hidden_size", source, true, 0);
@@ -123,6 +139,10 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
                    j["tie_word_embeddings"].dump(), ", expected true or false");
     c.tied_embeddings = j["tie_word_embeddings"].get<bool>();
   }
+  // Mistral-7B v0.1: 4096; v0.2 and later: null (full attention). LLaMA configs have none.
+  c.sliding_window = int_field(j, "sliding_window", source, false, 0);
+  OWLORE_REQUIRE(c.sliding_window >= 0, source, ": key 'sliding_window' = ", c.sliding_window,
+                 ", expected a positive integer or null");
   c.bos_token = token_field(j, "bos_token_id", source);
   c.eos_token = token_field(j, "eos_token_id", source);
   try {
@@ -141,8 +161,10 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   OWLORE_REQUIRE(torch_dtype == "bfloat16" || torch_dtype == "float16" || torch_dtype == "float32",
                  "config.json: torch_dtype '", torch_dtype, "' (expected bfloat16, float16 or float32)");
   nlohmann::ordered_json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
+  // A sliding window is Mistral's (LlamaForCausalLM would ignore it and attend to everything).
+  const bool mistral = c.sliding_window > 0;
+  j["architectures"] = {mistral ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = mistral ? "mistral" : "llama";
   j["hidden_size"] = c.d_model;
   j["intermediate_size"] = c.ffn;
   j["num_hidden_layers"] = c.n_layers;
@@ -151,9 +173,21 @@ std::string hf_config_json(const ModelConfig& c, const std::string& torch_dtype)
   j["head_dim"] = c.head_dim;
   j["vocab_size"] = c.vocab;
   j["max_position_embeddings"] = c.max_seq > 0 ? c.max_seq : 2048;
-  // Both spellings of plain RoPE: top-level rope_theta for transformers 4.x, rope_parameters for 5.x.
+  // Both spellings: top-level rope_theta and rope_scaling for transformers 4.x, rope_parameters for 5.x.
   j["rope_theta"] = shortest(c.rope_theta);
   j["rope_parameters"] = {{"rope_type", "default"}, {"rope_theta", shortest(c.rope_theta)}};
+  if (c.rope_scaling.type == RopeScalingType::llama3) {
+    const RopeScaling& r = c.rope_scaling;
+    const nlohmann::ordered_json scaling = {{"rope_type", "llama3"},
+                                            {"factor", shortest(r.factor)},
+                                            {"low_freq_factor", shortest(r.low_freq_factor)},
+                                            {"high_freq_factor", shortest(r.high_freq_factor)},
+                                            {"original_max_position_embeddings", r.original_max_pos}};
+    j["rope_scaling"] = scaling;
+    j["rope_parameters"] = scaling;
+    j["rope_parameters"]["rope_theta"] = shortest(c.rope_theta);
+  }
+  if (mistral) j["sliding_window"] = c.sliding_window;
   j["rms_norm_eps"] = shortest(c.norm_eps);
   j["tie_word_embeddings"] = c.tied_embeddings;
   j["hidden_act"] = "silu";

@@ -1,8 +1,8 @@
 // Hugging Face config.json <-> ModelConfig, for LLaMA- and Mistral-family checkpoints.
 // Reading accepts model_type "llama" or "mistral" and refuses, by name, the features the runtime
-// does not implement (biases, rope_scaling, activations other than SiLU) instead of silently
-// loading a model it would run wrong. Writing produces a config that transformers'
-// LlamaForCausalLM loads as is.
+// does not implement (biases, rope_scaling other than llama3, activations other than SiLU)
+// instead of silently loading a model it would run wrong. Writing produces a config that
+// transformers' LlamaForCausalLM (MistralForCausalLM for a sliding window) loads as is.
 #pragma once
 #include <string>
 

@@ -31,7 +31,13 @@ void print_config(const ModelConfig& c, std::ostream& out) {
       << "  ffn               " << c.ffn << "\n"
       << "  vocab             " << c.vocab << "\n"
       << "  max_seq           " << c.max_seq << "\n"
-      << "  rope_theta        " << c.rope_theta << "\n"
+      << "  rope_theta        " << c.rope_theta << "\n";
+  if (c.rope_scaling.type == RopeScalingType::llama3)
+    out << "  rope_scaling      llama3 (factor " << c.rope_scaling.factor << ", low_freq_factor "
+        << c.rope_scaling.low_freq_factor << ", high_freq_factor " << c.rope_scaling.high_freq_factor
+        << ", original_max_position_embeddings " << c.rope_scaling.original_max_pos << ")\n";
+  if (c.sliding_window > 0) out << "  sliding_window    " << c.sliding_window << "\n";
+  out
       << "  norm_eps          " << c.norm_eps << "\n"
       << "  tied embeddings   " << (c.tied_embeddings ? "yes" : "no") << "\n"
       << "  bos / eos         " << c.bos_token << " / " << c.eos_token << "\n"

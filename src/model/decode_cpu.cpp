@@ -8,7 +8,7 @@
 namespace owlore {
 
 CpuDecoder::CpuDecoder(const ModelLayout& layout, const float* weights, int max_tokens)
-    : layout_(layout), w_(weights), max_tokens_(max_tokens) {
+    : layout_(layout), w_(weights), max_tokens_(max_tokens), inv_freq_(rope_inv_freq(layout.config)) {
   const ModelConfig& c = layout.config;
   k_cache_.assign(c.n_layers, std::vector<float>((size_t)max_tokens * c.kv_dim()));
   v_cache_ = k_cache_;
@@ -20,6 +20,10 @@ CpuDecoder::CpuDecoder(const ModelLayout& layout, const float* weights, int max_
 const std::vector<float>& CpuDecoder::step(int32_t token) {
   const ModelConfig& c = layout_.config;
   OWLORE_REQUIRE(position_ < max_tokens_, "generation reached its limit of ", max_tokens_, " tokens");
+  // Past the window, the model attends to the last sliding_window tokens only; this decoder to all.
+  OWLORE_REQUIRE(c.sliding_window <= 0 || position_ < c.sliding_window,
+                 "generation reached the model's attention window (config.json sliding_window ", c.sliding_window,
+                 " tokens), past which owlore's full causal attention would compute another model");
   OWLORE_REQUIRE(token >= 0 && token < c.vocab, "token ", token, " is outside the vocabulary (", c.vocab, ")");
   const int C = c.d_model, F = c.ffn, hd = c.head_dim, Hq = c.n_heads, Hkv = c.n_kv_heads, kv = c.kv_dim();
   const int qkv_dim = c.q_dim() + 2 * kv, group = Hq / Hkv, t = position_;
@@ -28,7 +32,7 @@ const std::vector<float>& CpuDecoder::step(int32_t token) {
     const LayerOffsets& p = layout_.layers[l];
     rmsnorm_forward_ref(ln_.data(), rstd_.data(), x_.data(), w_ + p.attn_norm, 1, C, c.norm_eps);
     matmul_forward_ref(qkv_.data(), ln_.data(), w_ + p.wqkv, 1, C, qkv_dim);
-    rope_forward_ref(qkv_.data(), qkv_.data(), 1, 1, Hq + Hkv, hd, qkv_dim, c.rope_theta, t);
+    rope_forward_ref(qkv_.data(), qkv_.data(), 1, 1, Hq + Hkv, hd, qkv_dim, inv_freq_.data(), t);
     float* k_row = k_cache_[l].data() + (size_t)t * kv;
     float* v_row = v_cache_[l].data() + (size_t)t * kv;
     for (int i = 0; i < kv; i++) k_row[i] = qkv_[c.q_dim() + i], v_row[i] = qkv_[c.q_dim() + kv + i];

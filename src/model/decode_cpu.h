@@ -20,6 +20,7 @@ class CpuDecoder {
   const ModelLayout& layout_;
   const float* w_;
   int max_tokens_, position_ = 0;
+  std::vector<double> inv_freq_;  // RoPE frequencies (head_dim/2)
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer (max_tokens, kv_dim)
   std::vector<float> x_, ln_, qkv_, att_, proj_, gate_up_, h_, rstd_, logits_;
 };

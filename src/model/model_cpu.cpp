@@ -42,7 +42,7 @@ double CpuModel<Real>::forward(const Real* w, const int32_t* inputs, const int32
 
     rmsnorm_forward_ref(a.ln1.data(), a.rstd1.data(), a.x_in.data(), w + p.attn_norm, (int)N, C, (Real)cfg.norm_eps);
     matmul_forward_ref(a.qkv.data(), a.ln1.data(), w + p.wqkv, (int)N, C, qkv_dim);
-    rope_forward_ref(a.qkv.data(), a.qkv.data(), B, T, Hq + Hkv, hd, qkv_dim, (Real)cfg.rope_theta, 0);
+    rope_forward_ref(a.qkv.data(), a.qkv.data(), B, T, Hq + Hkv, hd, qkv_dim, inv_freq_.data(), 0);
     attention_forward_ref(a.att.data(), a.lse.data(), a.qkv.data(), B, T, Hq, Hkv, hd);
     matmul_forward_ref(proj.data(), a.att.data(), w + p.wo, (int)N, cfg.q_dim(), C);
     residual_forward_ref(a.x_mid.data(), a.x_in.data(), proj.data(), N * C);
@@ -103,7 +103,7 @@ void CpuModel<Real>::backward(Real* g, const Real* w, const TrainMask& mask, Rea
     // Attention half: x_mid = x_in + attention(rope(rmsnorm(x_in) Wqkv^T)) Wo^T
     matmul_backward_ref(datt.data(), grad(p.wo), dx.data(), a.att.data(), w + p.wo, (int)N, cfg.q_dim(), C);
     attention_backward_ref(dqkv.data(), datt.data(), a.qkv.data(), a.att.data(), a.lse.data(), B, T, Hq, Hkv, hd);
-    rope_backward_ref(dqkv.data(), dqkv.data(), B, T, Hq + Hkv, hd, qkv_dim, (Real)cfg.rope_theta, 0);
+    rope_backward_ref(dqkv.data(), dqkv.data(), B, T, Hq + Hkv, hd, qkv_dim, inv_freq_.data(), 0);
     matmul_backward_ref(dln.data(), grad(p.wqkv), dqkv.data(), a.ln1.data(), w + p.wqkv, (int)N, C, qkv_dim);
     rmsnorm_backward_ref(dx.data(), grad(p.attn_norm), dln.data(), a.x_in.data(), w + p.attn_norm, a.rstd1.data(),
                          (int)N, C);

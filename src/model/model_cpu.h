@@ -23,7 +23,7 @@ enum class MatrixInput { qkv, o, gate_up, down };
 template <typename Real>
 class CpuModel {
  public:
-  explicit CpuModel(const ModelLayout& layout) : layout_(layout) {}
+  explicit CpuModel(const ModelLayout& layout) : layout_(layout), inv_freq_(rope_inv_freq(layout.config)) {}
 
   // Runs the forward pass and keeps what the backward needs. Returns the summed loss over the
   // kept targets (targets >= 0); *kept receives their count.
@@ -44,6 +44,7 @@ class CpuModel {
     std::vector<Real> x_in, ln1, rstd1, qkv, att, lse, x_mid, ln2, rstd2, gate_up, h;
   };
   const ModelLayout& layout_;
+  std::vector<double> inv_freq_;  // RoPE frequencies (head_dim/2)
   int B_ = 0, T_ = 0;
   std::vector<int32_t> inputs_, targets_;
   std::vector<LayerActivations> acts_;

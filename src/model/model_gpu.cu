@@ -75,7 +75,7 @@ struct GpuModel::Impl {
   };
   int i_weights, i_x_final, i_ln_f, i_rstd_f, i_losses, i_inputs, i_targets;
   int i_dx, i_dln = -1, i_energy_partials = -1, i_datt, i_dqkv, i_proj = -1, i_matrix_ws = -1;
-  int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload, i_gemm_ws;
+  int i_lm_ws, i_enc_ws, i_rms_scratch, i_attn_ws, i_upload, i_gemm_ws, i_inv_freq;
   int64_t staging_floats = 0;  // weight upload/download chunk
   int i_input_ring = -1;  // offload_layer_inputs: the two layer-input buffers on the GPU
   // d attention and d qkv take the buffers of swiglu out and gate_up when they fit (they always
@@ -97,6 +97,7 @@ struct GpuModel::Impl {
   bf16 *weights, *x_final, *ln_f, *dx, *dln, *energy_partials = nullptr, *datt, *dqkv, *lm_ws;
   bf16 *attn_proj, *mlp_proj;  // the outputs of the attention's and the MLP's last projection
   float *rstd_f, *losses, *rms_scratch, *attn_ws, *upload, *rstd_scratch = nullptr;
+  float* inv_freq;  // RoPE frequencies (head_dim/2), rope_inv_freq() of the config
   void* gemm_ws = nullptr;     // cuBLASLt's, shared by the GEMMs on stream
   float* matrix_ws = nullptr;  // streamed weight gradients (one matrix at a time) and the optimizer's scratch
   int *inputs, *targets;
@@ -140,6 +141,7 @@ GpuModel::GpuModel(const ModelLayout& layout, const GpuModelOptions& options, Me
                  "offloading the layer inputs needs --recompute layer: under the other levels the inputs are a small part "
                  "of what the GPU keeps per layer");
   m.i_weights = plan.add(Arena::Weights, "weights", layout.total * bf, "bf16");
+  m.i_inv_freq = plan.add(Arena::Weights, "RoPE frequencies", c.head_dim / 2 * f4, "fp32");
   m.offload = options.offload_layer_inputs;
   if (m.offload)
     m.i_input_ring = plan.add(Arena::Activations, "layer inputs (ring of 2)", 2 * N * C * bf, "bf16");
@@ -328,6 +330,10 @@ void GpuModel::bind(const MemoryPlan& plan) {
   m.upload = plan.as<float>(m.i_upload);
   if (m.i_rstd_scratch >= 0) m.rstd_scratch = plan.as<float>(m.i_rstd_scratch);
   m.losses_host.resize(m.N);
+  m.inv_freq = plan.as<float>(m.i_inv_freq);
+  const std::vector<double> inv_freq = rope_inv_freq(layout_.config);
+  const std::vector<float> inv_freq_f(inv_freq.begin(), inv_freq.end());
+  CUDA_CHECK(cudaMemcpy(m.inv_freq, inv_freq_f.data(), inv_freq_f.size() * sizeof(float), cudaMemcpyHostToDevice));
 }
 
 cudaStream_t GpuModel::stream() const { return impl_->stream; }
@@ -367,7 +373,7 @@ void forward_attention(GpuModel::Impl& m, int l, int B) {
   const int Hq = c.n_heads, Hkv = c.n_kv_heads, hd = c.head_dim, qkv_dim = c.q_dim() + 2 * c.kv_dim();
   GpuModel::Impl::LayerPtrs& a = m.act[l];
   m.matmul->forward(a.qkv, a.ln1, m.w(m.layout.layers[l].wqkv), N, c.d_model, qkv_dim, m.stream);
-  rope_forward(a.qkv, a.qkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, m.stream);
+  rope_forward(a.qkv, a.qkv, B, T, Hq + Hkv, hd, qkv_dim, m.inv_freq, 0, m.stream);
   attention_forward(a.att, a.lse, a.qkv, B, T, Hq, Hkv, hd, m.stream);
 }
 
@@ -596,7 +602,7 @@ double GpuModel::forward_backward(const int32_t* inputs, const int32_t* targets,
     bf16* dqkv = m.d_in_mlp_buffers ? a.gate_up : m.dqkv;
     linear_backward(datt, m.dx, a.att, p.wo, c.q_dim(), C, {C}, ws_o);
     attention_backward(dqkv, datt, a.qkv, a.att, a.lse, B, T, Hq, Hkv, hd, m.attn_ws, s);
-    rope_backward(dqkv, dqkv, B, T, Hq + Hkv, hd, qkv_dim, c.rope_theta, 0, s);
+    rope_backward(dqkv, dqkv, B, T, Hq + Hkv, hd, qkv_dim, m.inv_freq, 0, s);
     if (recompute && !attention_again) rmsnorm_forward(a.ln1, m.rstd_scratch, a.x_in, m.w(p.attn_norm), N, C, c.norm_eps, s);
     linear_backward(m.dln, dqkv, a.ln1, p.wqkv, C, qkv_dim, {c.q_dim(), c.kv_dim(), c.kv_dim()}, ws_qkv);
     rmsnorm_backward(m.dx, norm_grad(p.attn_norm), m.rms_scratch, m.dln, a.x_in, m.w(p.attn_norm), a.rstd1, N, C, s);

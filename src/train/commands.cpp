@@ -95,8 +95,7 @@ void run_eval(const EvalOptions& o) {
                  "--val-fraction must be in (0, 1), got ", o.val_fraction);
   const LoadedModel model = load_model_or_preset(o.model_path, o.preset, /*init_seed=*/1);
   const Device device = resolve_device(o.device, model.config);
-  OWLORE_REQUIRE(model.config.max_seq <= 0 || o.seq <= model.config.max_seq, "--seq ", o.seq,
-                 " does not fit the model's context of ", model.config.max_seq, " tokens");
+  require_seq_fits(model.config, o.seq);
   const ModelLayout layout(model.config);
   const std::unique_ptr<Tokenizer> tokenizer =
       load_model_tokenizer(o.tokenizer_path.empty() ? o.model_path : o.tokenizer_path);
@@ -192,10 +191,16 @@ void run_outliers(const OutliersOptions& o) {
   const LoadedModel model = load_model_or_preset(o.model_path, o.preset, /*init_seed=*/1);  // as `eval --preset`
   const ModelConfig& config = model.config;
   const Device device = resolve_device(o.device, config);
-  // The reference's 2048 tokens exceed the tiny presets' context: calibrate on what the model allows.
-  const int seq = config.max_seq > 0 ? std::min(o.seq, config.max_seq) : o.seq;
+  // The reference's 2048 tokens exceed the tiny presets' context: calibrate on what the model allows
+  // (its context, and its attention window, past which owlore would compute another model).
+  int seq = config.max_seq > 0 ? std::min(o.seq, config.max_seq) : o.seq;
   if (seq < o.seq)
     std::printf("--seq %d exceeds the model's context of %d tokens: calibrating on %d\n", o.seq, config.max_seq, seq);
+  if (config.sliding_window > 0 && seq > config.sliding_window) {
+    std::printf("--seq %d exceeds the model's attention window (config.json sliding_window %d): calibrating on %d\n",
+                seq, config.sliding_window, config.sliding_window);
+    seq = config.sliding_window;
+  }
   const ModelLayout layout(config);
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
   if (!tokenizer)

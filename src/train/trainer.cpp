@@ -311,8 +311,7 @@ TrainResult run_training(const TrainOptions& o) {
   const ModelConfig& config = loaded.config;
   const Device device = resolve_device(o.device, config);
   validate_device(o, device);
-  OWLORE_REQUIRE(o.seq <= config.max_seq || config.max_seq <= 0, "--seq ", o.seq, " does not fit the model's context of ",
-                 config.max_seq, " tokens");
+  require_seq_fits(config, o.seq);
   const ModelLayout layout(config);
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
   // Read once, so every checkpoint carries the tokenizer the run trained with (see io/tokenizer_export.h).

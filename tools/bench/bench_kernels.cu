@@ -22,6 +22,7 @@
 #include "kernels/rmsnorm.cuh"
 #include "kernels/rope.cuh"
 #include "kernels/swiglu.cuh"
+#include "model/config.h"
 
 using namespace owlore;
 
@@ -204,9 +205,16 @@ void bench_preset(const Preset& P, int N, Matmul& mm, cublasHandle_t cublas) {
     for (int s = 0; s < S; s++) q[s] = alloc_bf16((int64_t)N * row);
     snprintf(shape, sizeof shape, "%dx(%d+%d)x%d", N, P.Hq, P.Hkv, P.hd);
     const int B = N / 2048, T = 2048;
-    double ms = time_ms([&](int s) { rope_forward(q[s], q[s], B, T, heads, P.hd, row, P.theta, 0, 0); }, S);
+    ModelConfig fc;
+    fc.head_dim = P.hd;
+    fc.rope_theta = P.theta;
+    const std::vector<double> freqs = rope_inv_freq(fc);
+    const std::vector<float> freqs_f(freqs.begin(), freqs.end());
+    float* inv_freq = alloc_f32(P.hd / 2);
+    CUDA_CHECK(cudaMemcpy(inv_freq, freqs_f.data(), freqs_f.size() * sizeof(float), cudaMemcpyHostToDevice));
+    double ms = time_ms([&](int s) { rope_forward(q[s], q[s], B, T, heads, P.hd, row, inv_freq, 0, 0); }, S);
     row_bw(M, "rope_forward (in place)", shape, ms, bytes, finite(q[0], (int64_t)N * row));
-    ms = time_ms([&](int s) { rope_backward(q[s], q[s], B, T, heads, P.hd, row, P.theta, 0, 0); }, S);
+    ms = time_ms([&](int s) { rope_backward(q[s], q[s], B, T, heads, P.hd, row, inv_freq, 0, 0); }, S);
     row_bw(M, "rope_backward (in place)", shape, ms, bytes, finite(q[0], (int64_t)N * row));
     free_all();
   }

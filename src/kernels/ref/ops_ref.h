@@ -44,15 +44,19 @@ void residual_forward_ref(Real* out /*(n)*/, const Real* a /*(n)*/, const Real* 
 
 // ---- rotary position embedding (Hugging Face rotate-half convention) --------------------
 // For each of the first n_heads heads of every row (row_stride floats apart), with
-// position p = pos_offset + t and f_i = theta^(-2i/head_dim), i < head_dim/2:
+// position p = pos_offset + t and f_i = inv_freq[i], i < head_dim/2 (rope_inv_freq() of the model
+// config: theta^(-2i/head_dim), rescaled under rope_scaling):
 //   y[i] = x[i] cos(p f_i) - x[i+h/2] sin(p f_i);  y[i+h/2] = x[i+h/2] cos(p f_i) + x[i] sin(p f_i)
 // Backward is the inverse rotation. Only the rotated heads are written; out may alias inp.
+// inv_freq is double for both Reals: the float twin rounds each f_i to float, as the GPU does.
 template <typename Real>
 void rope_forward_ref(Real* out /*(B,T,row_stride)*/, const Real* inp /*(B,T,row_stride)*/, int B, int T,
-                      int n_heads, int head_dim, int row_stride, Real theta, int pos_offset);
+                      int n_heads, int head_dim, int row_stride, const double* inv_freq /*(head_dim/2)*/,
+                      int pos_offset);
 template <typename Real>
 void rope_backward_ref(Real* dinp /*(B,T,row_stride)*/, const Real* dout /*(B,T,row_stride)*/, int B, int T,
-                       int n_heads, int head_dim, int row_stride, Real theta, int pos_offset);
+                       int n_heads, int head_dim, int row_stride, const double* inv_freq /*(head_dim/2)*/,
+                       int pos_offset);
 
 // ---- causal grouped-query attention ----------------------------------------------------
 // qkv rows: [Hq query heads | Hkv key heads | Hkv value heads] of head_dim each; query head h
