@@ -2,6 +2,8 @@
 // one line on stderr naming the problem, and the exit code is non-zero.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "cli_test_util.h"
 
 #include <array>
@@ -179,7 +181,7 @@ TEST(Cli, EvalWithNoScoredTokenFails) {
                              model / "tokenizer.json");
   const std::string jsonl = (dir.path / "qa.jsonl").string();
   std::ofstream(jsonl) << "{\"question\": \"What is 2 + 2?\", \"answer\": \"Two and two make four, so 2 + 2 = 4.\"}\n";
-  const std::string common = "eval --model " + model.string() + " --seq 8 --batch 1 --data " + jsonl;
+  const std::string common = "eval --model " + model.string() + " --chat-template chatml --seq 8 --batch 1 --data " + jsonl;
   const CliRun masked = run(common + " --max-batches 1");
   EXPECT_NE(masked.exit_code, 0) << masked.output;
   EXPECT_NE(masked.output.find(jsonl + ": no token was scored: every target in the 1 evaluated sequence is masked"),
@@ -202,10 +204,13 @@ TEST(Cli, EvalTakesTheTokenizerOfAnotherModel) {
                              tokenizer / "tokenizer.json");
   const std::string jsonl = (dir.path / "qa.jsonl").string();
   std::ofstream(jsonl) << "{\"question\": \"What is 2 + 2?\", \"answer\": \"Two and two make four, so 2 + 2 = 4.\"}\n";
-  const std::string common = "eval --model " + model.string() + " --device cpu --seq 8 --batch 1 --data " + jsonl;
+  const std::string common =
+      "eval --model " + model.string() + " --chat-template chatml --device cpu --seq 8 --batch 1 --data " + jsonl;
   const CliRun without = run(common);
   EXPECT_NE(without.exit_code, 0) << without.output;
-  EXPECT_NE(without.output.find("needs a model with a tokenizer"), std::string::npos) << without.output;
+  EXPECT_NE(without.output.find("needs the model's tokenizer; model 'model' has no tokenizer and a vocabulary of 49152"),
+            std::string::npos) << without.output;
+  EXPECT_NE(without.output.find("pass --tokenizer"), std::string::npos) << without.output;
   const CliRun with = run(common + " --tokenizer " + tokenizer.string());
   EXPECT_EQ(with.exit_code, 0) << with.output;
   EXPECT_NE(with.output.find("\"loss\":"), std::string::npos) << with.output;
@@ -213,6 +218,56 @@ TEST(Cli, EvalTakesTheTokenizerOfAnotherModel) {
   EXPECT_NE(empty.exit_code, 0) << empty.output;
   EXPECT_NE(empty.output.find("--tokenizer " + model.string() + ": no tokenizer in it"), std::string::npos)
       << empty.output;
+}
+
+TEST(Cli, TrainsOnMessagesAndAlpacaWithTheModelsChatTemplate) {
+  // The model's tokenizer_config.json names SmolLM2's ChatML template: --chat-template auto finds
+  // it; without one, chat data is an error saying to pass --chat-template; text data with a
+  // tokenizer-less model of a real vocabulary is an error, never byte ids.
+  EvalDir dir;
+  const std::filesystem::path model = dir.path / "tok", bare = dir.path / "bare";
+  save_model_with_smollm2_vocab(model);
+  save_model_with_smollm2_vocab(bare);
+  std::filesystem::copy_file(std::string(OWLORE_SOURCE_DIR) + "/tests/data/smollm2_tokenizer.json",
+                             model / "tokenizer.json");
+  std::ifstream golden(std::string(OWLORE_SOURCE_DIR) + "/tests/data/chat_template_golden.json");
+  const nlohmann::json templates = nlohmann::json::parse(golden)["templates"];
+  std::ofstream(model / "tokenizer_config.json") << nlohmann::json({{"chat_template", templates["chatml"]}}).dump();
+  const std::string messages = (dir.path / "chat.txt").string(), alpaca = (dir.path / "alpaca_data.json").string();
+  {
+    std::ofstream m(messages);
+    for (int i = 0; i < 8; i++)
+      m << "{\"messages\": [{\"role\": \"user\", \"content\": \"Name bird " << i
+        << "\"}, {\"role\": \"assistant\", \"content\": \"An owl.\"}, {\"role\": \"user\", \"content\": \"More?\"}, "
+           "{\"role\": \"assistant\", \"content\": \"A heron and a wren.\"}]}\n";
+    std::ofstream a(alpaca);
+    a << "[\n";
+    for (int i = 0; i < 8; i++)
+      a << (i ? ",\n" : "") << "  {\"instruction\": \"Add these.\", \"input\": \"" << i << " and 2\", \"output\": \"It is "
+        << i + 2 << ".\"}";
+    a << "\n]\n";
+  }
+  for (const std::string& data : {messages, alpaca})
+    for (const char* train_on : {"assistant", "last", "all"}) {
+      const CliRun train = run("train --model " + model.string() + " --device cpu --data " + data + " --train-on " +
+                               train_on + " --system 'Be brief.' --steps 1 --batch 1 --seq 16 --val-every 0 "
+                               "--val-batches 1 --no-checkpoint --overwrite --out " + (dir.path / "run").string());
+      EXPECT_EQ(train.exit_code, 0) << data << " " << train_on << ": " << train.output;
+    }
+  const CliRun none = run("train --model " + bare.string() + " --tokenizer " + dir.path.string() + "/missing --device "
+                          "cpu --data " + messages + " --steps 1 --batch 1 --seq 16 --out " + (dir.path / "r2").string());
+  EXPECT_NE(none.exit_code, 0) << none.output;
+  std::filesystem::remove(model / "tokenizer_config.json");
+  const CliRun no_template = run("eval --model " + model.string() + " --device cpu --seq 16 --batch 1 --data " + alpaca);
+  EXPECT_NE(no_template.exit_code, 0) << no_template.output;
+  EXPECT_NE(no_template.output.find("chat data needs a chat template"), std::string::npos) << no_template.output;
+  EXPECT_NE(no_template.output.find("pass --chat-template NAME"), std::string::npos) << no_template.output;
+  const std::string text = (dir.path / "text.txt").string();
+  std::ofstream(text) << std::string(400, 'o');
+  const CliRun bytes = run("eval --model " + bare.string() + " --device cpu --seq 16 --batch 1 --data " + text);
+  EXPECT_NE(bytes.exit_code, 0) << bytes.output;
+  EXPECT_NE(bytes.output.find("text data needs the model's tokenizer"), std::string::npos) << bytes.output;
+  EXPECT_NE(bytes.output.find("pass --tokenizer"), std::string::npos) << bytes.output;
 }
 
 TEST(Cli, TrainAndConvertCheckpointsCarryTheTokenizer) {
@@ -242,7 +297,7 @@ TEST(Cli, TrainAndConvertCheckpointsCarryTheTokenizer) {
     std::string line;
     for (int i = 0; i < 40 && std::getline(gsm8k, line); i++) head << line << "\n";
   }
-  const CliRun train = run("train --model " + model.string() + " --device cpu --data " + jsonl +
+  const CliRun train = run("train --model " + model.string() + " --chat-template chatml --device cpu --data " + jsonl +
                            " --steps 1 --batch 1 --seq 32 --val-every 0 --val-batches 1 --out " + out.string());
   ASSERT_EQ(train.exit_code, 0) << train.output;
   const std::filesystem::path checkpoint = out / "checkpoint";
@@ -253,10 +308,11 @@ TEST(Cli, TrainAndConvertCheckpointsCarryTheTokenizer) {
   EXPECT_EQ(read(checkpoint / "tokenizer.json"), read(hf_tokenizer));
   for (const char* name : {"tokenizer_config.json", "special_tokens_map.json", "generation_config.json"})
     EXPECT_TRUE(std::filesystem::exists(checkpoint / name)) << name;
-  const CliRun eval = run("eval --model " + checkpoint.string() + " --device cpu --seq 32 --batch 1 --data " + jsonl);
+  const CliRun eval = run("eval --model " + checkpoint.string() + " --chat-template chatml --device cpu --seq 32 --batch 1 --data " + jsonl);
   EXPECT_EQ(eval.exit_code, 0) << eval.output;
   EXPECT_NE(eval.output.find("\"loss\":"), std::string::npos) << eval.output;
-  const CliRun generate = run("generate --model " + checkpoint.string() + " --prompt hello --max-tokens 2");
+  const CliRun generate =
+      run("generate --model " + checkpoint.string() + " --chat-template chatml --prompt hello --max-tokens 2");
   EXPECT_EQ(generate.exit_code, 0) << generate.output;
 
   // convert writes the same files.

@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "io/dataset.h"
+#include "io/chat_template.h"
 #include "io/token_data.h"
 #include "io/tokenizer.h"
 
@@ -30,6 +31,14 @@ std::string write_file(const std::string& name, const std::string& content) {
   const std::string path = temp_path(name);
   std::ofstream(path, std::ios::binary) << content;
   return path;
+}
+
+// SmolLM2's ChatML, as its GGUF's tokenizer.chat_template resolves (tests/data has only its
+// tokenizer.json).
+InstructOptions chatml() {
+  InstructOptions o;
+  o.chat_template = ChatTemplate::kChatML;
+  return o;
 }
 
 // Error message of f(), or "(no error)".
@@ -62,14 +71,14 @@ TEST(InstructData, LossMaskCoversExactlyTheAnswersAndTheirImEnd) {
       "{\"question\": \"What is 2+3?\", \"answer\": \"2+3 = <<2+3=5>>5\\n#### 5\"}\n"
       "\n"
       "{\"prompt\": \"Say hi\", \"response\": \"Hi! \\ud83d\\ude00\", \"id\": 7}\r\n");
-  const TokenStream s = load_instruct_jsonl(path, tok);
+  const TokenStream s = load_instruct_jsonl(path, tok, chatml());
   EXPECT_EQ(s.examples, 2);
   EXPECT_EQ(s.bad_lines, 0);
   ASSERT_EQ(s.loss_mask.size(), s.tokens.size());
 
   // The ids are those of the whole rendered conversation, one example after the other.
-  std::vector<int32_t> expected = tok.encode(format_chat({{"user", "What is 2+3?"}, {"assistant", "2+3 = <<2+3=5>>5\n#### 5"}}, false));
-  const std::vector<int32_t> second = tok.encode(format_chat({{"user", "Say hi"}, {"assistant", "Hi! 😀"}}, false));
+  std::vector<int32_t> expected = tok.encode(format_chat(ChatTemplate::kChatML, {{"user", "What is 2+3?"}, {"assistant", "2+3 = <<2+3=5>>5\n#### 5"}}, false));
+  const std::vector<int32_t> second = tok.encode(format_chat(ChatTemplate::kChatML, {{"user", "Say hi"}, {"assistant", "Hi! 😀"}}, false));
   expected.insert(expected.end(), second.begin(), second.end());
   EXPECT_EQ(s.tokens, expected);
 
@@ -79,7 +88,7 @@ TEST(InstructData, LossMaskCoversExactlyTheAnswersAndTheirImEnd) {
   size_t first = 0;
   while (!s.loss_mask[first]) first++;
   EXPECT_EQ(tok.decode(std::vector<int32_t>(s.tokens.begin(), s.tokens.begin() + first)),
-            format_chat({{"user", "What is 2+3?"}}, true));
+            format_chat(ChatTemplate::kChatML, {{"user", "What is 2+3?"}}, true));
   size_t last = first;
   while (s.loss_mask[last + 1]) last++;
   EXPECT_EQ(s.tokens[last], tok.require_token("<|im_end|>"));
@@ -91,12 +100,12 @@ TEST(InstructData, LossMaskCoversExactlyTheAnswersAndTheirImEnd) {
 TEST(InstructData, SystemMessageIsAParameter) {
   const Tokenizer& tok = smollm2();
   const std::string path = write_file("sys.jsonl", "{\"prompt\": \"p\", \"response\": \"r\"}\n");
-  InstructOptions options;
+  InstructOptions options = chatml();
   options.system = "Be brief.";
   const TokenStream s = load_instruct_jsonl(path, tok, options);
   EXPECT_EQ(tok.decode(s.tokens),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\np<|im_end|>\n<|im_start|>assistant\nr<|im_end|>\n");
-  const TokenStream d = load_instruct_jsonl(path, tok);
+  const TokenStream d = load_instruct_jsonl(path, tok, chatml());
   EXPECT_NE(tok.decode(d.tokens).find(kSmolLM2SystemMessage), std::string::npos);
 }
 
@@ -104,7 +113,7 @@ TEST(InstructData, ResponsesStartingWithWhitespaceKeepAllTheirBytesInTheLoss) {
   const Tokenizer& tok = smollm2();
   for (const std::string response : {" 42", "\n\n\nindented", "   ", ""}) {
     TokenStream s;
-    append_chat_example(tok, kSmolLM2SystemMessage, "q", response, s);
+    append_chat_example(tok, ChatTemplate::kChatML, {{"user", "q"}, {"assistant", response}}, TrainOn::kAssistant, s);
     const std::vector<std::string> runs = masked_runs(tok, s);
     ASSERT_EQ(runs.size(), 1u) << "response '" << response << "'";
     // All of the response is trained; at most the template's "\n" joins it at the front.
@@ -118,7 +127,7 @@ TEST(InstructData, Gsm8kAnswersAreExactlyTheMaskedText) {
   std::ifstream gsm(kSourceDir + "/data/gsm8k/train.jsonl");
   std::string lines, line;
   for (int i = 0; i < 40 && std::getline(gsm, line); i++) lines += line + "\n";
-  const TokenStream s = load_instruct_jsonl(write_file("gsm8k40.jsonl", lines), tok);
+  const TokenStream s = load_instruct_jsonl(write_file("gsm8k40.jsonl", lines), tok, chatml());
   ASSERT_EQ(s.examples, 40);
   const std::vector<std::string> runs = masked_runs(tok, s);
   ASSERT_EQ(runs.size(), 40u);
@@ -148,16 +157,16 @@ const char* kBadLines =
 
 TEST(InstructData, BadLineIsFatalWithFileAndLine) {
   const std::string path = write_file("bad.jsonl", kBadLines);
-  const std::string message = error_of([&] { load_instruct_jsonl(path, smollm2()); });
+  const std::string message = error_of([&] { load_instruct_jsonl(path, smollm2(), chatml()); });
   EXPECT_NE(message.find(path + ":2: not valid JSON"), std::string::npos) << message;
   const std::string later = write_file("bad_later.jsonl", "{\"prompt\": \"p\", \"response\": \"r\"}\n{\"prompt\": \"p\"}\n");
-  const std::string later_message = error_of([&] { load_instruct_jsonl(later, smollm2()); });
+  const std::string later_message = error_of([&] { load_instruct_jsonl(later, smollm2(), chatml()); });
   EXPECT_NE(later_message.find(later + ":2: missing \"response\""), std::string::npos) << later_message;
 }
 
 TEST(InstructData, BadLinesSkippedAreCountedAndReportedWithLineNumbers) {
   const std::string path = write_file("bad.jsonl", kBadLines);
-  InstructOptions options;
+  InstructOptions options = chatml();
   options.skip_bad_lines = true;
   ::testing::internal::CaptureStderr();
   const TokenStream s = load_instruct_jsonl(path, smollm2(), options);
@@ -170,14 +179,15 @@ TEST(InstructData, BadLinesSkippedAreCountedAndReportedWithLineNumbers) {
       path + ":3: expected a JSON object, got an array",
       path + ":4: missing \"answer\"",
       path + ":5: \"question\" is a number, expected a string",
-      path + ":7: missing \"prompt\": expected string fields \"question\" and \"answer\" (GSM8K) or \"prompt\" and "
-             "\"response\"; found \"body\", \"title\"",
+      path + ":7: missing \"prompt\": expected \"messages\" (a list of {\"role\", \"content\"}), Alpaca "
+             "\"instruction\"/\"input\"/\"output\", \"question\"/\"answer\" (GSM8K) or \"prompt\"/\"response\", all "
+             "strings; found \"body\", \"title\"",
       path + ":8: \"response\" is null, expected a string"};
   for (size_t i = 0; i < expected.size(); i++) {
     EXPECT_EQ(s.problems[i].rfind(expected[i], 0), 0u) << s.problems[i];
     EXPECT_NE(err.find(expected[i]), std::string::npos) << err;
   }
-  EXPECT_NE(err.find(path + ": skipped 6 malformed lines of 9"), std::string::npos) << err;
+  EXPECT_NE(err.find(path + ": skipped 6 malformed examples of 8"), std::string::npos) << err;
   EXPECT_EQ(masked_runs(smollm2(), s), (std::vector<std::string>{"a1<|im_end|>", "r9<|im_end|>"}));
   // A file with nothing usable is an error even when skipping.
   const std::string none = write_file("none.jsonl", "{\"x\": 1}\n\n");
@@ -192,9 +202,9 @@ TEST(InstructData, BadLinesSkippedAreCountedAndReportedWithLineNumbers) {
 TEST(InstructData, NumberOverflowIsABadLine) {
   const std::string path = write_file("overflow.jsonl", "{\"prompt\": \"p\", \"response\": \"r\"}\n"
                                                         "{\"prompt\": \"p\", \"response\": \"r\", \"n\": 1E400}\n");
-  const std::string message = error_of([&] { load_instruct_jsonl(path, smollm2()); });
+  const std::string message = error_of([&] { load_instruct_jsonl(path, smollm2(), chatml()); });
   EXPECT_NE(message.find(path + ":2: not valid JSON: number overflow parsing '1E400'"), std::string::npos) << message;
-  InstructOptions options;
+  InstructOptions options = chatml();
   options.skip_bad_lines = true;
   ::testing::internal::CaptureStderr();
   const TokenStream s = load_instruct_jsonl(path, smollm2(), options);
@@ -217,7 +227,7 @@ TEST(InstructData, FuzzRegressionsReplayCleanly) {
     std::ifstream in(entry.path(), std::ios::binary);
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     for (bool skip_bad_lines : {false, true}) {
-      InstructOptions options;
+      InstructOptions options = chatml();
       options.skip_bad_lines = skip_bad_lines;
       ::testing::internal::CaptureStderr();
       EXPECT_NO_THROW({
@@ -344,8 +354,9 @@ TEST(TokenStreamDispatch, PicksTheSourceByMagicThenExtension) {
   EXPECT_EQ(load_token_stream(text, nullptr).tokens, byte_tokens("To be, or not to be<|endoftext|>"));
 
   const std::string jsonl = write_file("d.jsonl", "{\"prompt\": \"p\", \"response\": \"r\"}\n");
-  EXPECT_EQ(load_token_stream(jsonl, &tok).examples, 1);
-  EXPECT_NE(error_of([&] { load_token_stream(jsonl, nullptr); }).find(jsonl + ": instruction data (.jsonl) needs"),
+  EXPECT_EQ(load_token_stream(jsonl, &tok, chatml()).examples, 1);
+  EXPECT_NE(error_of([&] { load_token_stream(jsonl, nullptr, chatml()); })
+                .find(jsonl + ": instruction data (JSON) needs the model's tokenizer"),
             std::string::npos);
   const std::string empty = write_file("empty.txt", "");
   EXPECT_NE(error_of([&] { load_token_stream(empty, &tok); }).find(empty + ": no tokens"), std::string::npos);
@@ -356,6 +367,147 @@ TEST(TokenStreamDispatch, PicksTheSourceByMagicThenExtension) {
   EXPECT_EQ(tok.decode(load_token_stream(odd, &tok).tokens), "az");
   const std::string err = ::testing::internal::GetCapturedStderr();
   EXPECT_NE(err.find(odd + ": 1 bytes have no symbol"), std::string::npos) << err;
+}
+
+// The masked text of each example, from the ChatML rendering with the SmolLM2 tokenizer.
+std::vector<std::string> answers_of(const std::string& path, InstructOptions options = chatml()) {
+  return masked_runs(smollm2(), load_token_stream(path, &smollm2(), options));
+}
+
+TEST(InstructFormats, MessagesJsonlIsMultiTurnWithAnOptionalSystemMessage) {
+  const std::string path = write_file(
+      "messages.jsonl",
+      "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": \"Hello\"}]}\n"
+      "{\"messages\": [{\"role\": \"system\", \"content\": \"Terse.\"}, {\"role\": \"user\", \"content\": \"A?\"}, "
+      "{\"role\": \"assistant\", \"content\": \"a\"}, {\"role\": \"user\", \"content\": \"B?\"}, "
+      "{\"role\": \"assistant\", \"content\": \"b\"}], \"id\": 2}\n");
+  const TokenStream s = load_token_stream(path, &smollm2(), chatml());
+  EXPECT_EQ(s.examples, 2);
+  EXPECT_EQ(masked_runs(smollm2(), s), (std::vector<std::string>{"Hello<|im_end|>", "a<|im_end|>", "b<|im_end|>"}));
+  const std::string text = smollm2().decode(s.tokens);
+  EXPECT_EQ(text, format_chat(ChatTemplate::kChatML, {{"user", "Hi"}, {"assistant", "Hello"}}, false) +
+                      format_chat(ChatTemplate::kChatML,
+                                  {{"system", "Terse."}, {"user", "A?"}, {"assistant", "a"}, {"user", "B?"}, {"assistant", "b"}},
+                                  false));
+  InstructOptions last = chatml();
+  last.train_on = TrainOn::kLast;
+  EXPECT_EQ(answers_of(path, last), (std::vector<std::string>{"Hello<|im_end|>", "b<|im_end|>"}));
+  InstructOptions all = chatml();
+  all.train_on = TrainOn::kAll;
+  const TokenStream every = load_token_stream(path, &smollm2(), all);
+  EXPECT_EQ(every.tokens, s.tokens);
+  EXPECT_EQ(every.loss_mask, std::vector<uint8_t>(s.tokens.size(), 1));
+  // --system fills in only where the example has none.
+  InstructOptions system = chatml();
+  system.system = "Be kind.";
+  const std::string with = smollm2().decode(load_token_stream(path, &smollm2(), system).tokens);
+  EXPECT_EQ(with.find(kSmolLM2SystemMessage), std::string::npos);
+  EXPECT_NE(with.find("<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi"), std::string::npos);
+  EXPECT_NE(with.find("<|im_start|>system\nTerse."), std::string::npos);
+  EXPECT_EQ(with.find("Be kind.<|im_end|>\n<|im_start|>system"), std::string::npos);
+}
+
+TEST(InstructFormats, AlpacaAsJsonlAndAsOneJsonArray) {
+  const std::string jsonl = write_file(
+      "alpaca.jsonl",
+      "{\"instruction\": \"Add.\", \"input\": \"2 3\", \"output\": \"5\"}\n"
+      "{\"instruction\": \"Greet.\", \"input\": \"\", \"output\": \"Hi!\"}\n"
+      "{\"instruction\": \"Wave.\", \"output\": \"*waves*\"}\n");
+  const std::string array = write_file(
+      "alpaca_data.json",
+      "[\n  {\n    \"instruction\": \"Add.\",\n    \"input\": \"2 3\",\n    \"output\": \"5\"\n  },\n"
+      "  {\"instruction\": \"Greet.\", \"input\": \"\", \"output\": \"Hi!\"},\n"
+      "  {\"instruction\": \"Wave.\", \"output\": \"*waves*\"}\n]\n");
+  const TokenStream a = load_token_stream(jsonl, &smollm2(), chatml());
+  const TokenStream b = load_token_stream(array, &smollm2(), chatml());
+  EXPECT_EQ(a.examples, 3);
+  EXPECT_EQ(a.tokens, b.tokens);
+  EXPECT_EQ(a.loss_mask, b.loss_mask);
+  EXPECT_EQ(masked_runs(smollm2(), a), (std::vector<std::string>{"5<|im_end|>", "Hi!<|im_end|>", "*waves*<|im_end|>"}));
+  // The input joins the instruction after a blank line; an empty one adds nothing.
+  const std::string text = smollm2().decode(a.tokens);
+  EXPECT_NE(text.find("<|im_start|>user\nAdd.\n\n2 3<|im_end|>"), std::string::npos) << text;
+  EXPECT_NE(text.find("<|im_start|>user\nGreet.<|im_end|>"), std::string::npos) << text;
+}
+
+TEST(InstructFormats, BadArrayElementsAreNamedByTheirLine) {
+  const std::string path = write_file("bad_array.json",
+                                      "[\n"
+                                      "  {\"instruction\": \"a\", \"output\": \"b\"},\n"  // line 2
+                                      "  {\"instruction\": \"a\"},\n"                    // line 3
+                                      "  \"text\",\n"                                    // line 4
+                                      "  {\"messages\": [{\"role\": \"user\", \"content\": \"q\"}]},\n"  // 5
+                                      "  {\"messages\": [{\"role\": \"assistant\", \"content\": \"a\"}, "
+                                      "{\"role\": \"user\", \"content\": \"q\"}]},\n"  // 6
+                                      "  {\"messages\": [{\"role\": \"user\", \"content\": 7}]}\n"  // 7
+                                      "]\n");
+  const std::string message = error_of([&] { load_token_stream(path, &smollm2(), chatml()); });
+  EXPECT_NE(message.find(path + ":3: missing \"output\""), std::string::npos) << message;
+  EXPECT_NE(message.find("--skip-bad-lines"), std::string::npos) << message;
+  InstructOptions skip = chatml();
+  skip.skip_bad_lines = true;
+  ::testing::internal::CaptureStderr();
+  const TokenStream s = load_token_stream(path, &smollm2(), skip);
+  ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(s.examples, 1);
+  ASSERT_EQ(s.problems.size(), 5u);
+  const std::vector<std::string> expected = {
+      path + ":3: missing \"output\"", path + ":4: expected a JSON object, got a string",
+      path + ":5: \"messages\" has no assistant message",
+      path + ":6: message 0 has role \"assistant\", expected \"user\"",
+      path + ":7: messages[0].content is a number, expected a string"};
+  for (size_t i = 0; i < expected.size(); i++) EXPECT_EQ(s.problems[i].rfind(expected[i], 0), 0u) << s.problems[i];
+  // A broken array is one error for the file.
+  const std::string broken = write_file("broken.json", "[{\"instruction\": \"a\", \"output\": \"b\"},\n");
+  EXPECT_NE(error_of([&] { load_token_stream(broken, &smollm2(), skip); }).find(broken + ": not valid JSON"),
+            std::string::npos);
+}
+
+TEST(InstructFormats, TheContentDecidesTheFormatNotTheName) {
+  // A .txt file of JSONL is instruction data.
+  const std::string txt = write_file("qa.txt", "  {\"question\": \"q\", \"answer\": \"a\"}\n");
+  EXPECT_EQ(answers_of(txt), (std::vector<std::string>{"a<|im_end|>"}));
+  // A .jsonl or .json file of plain text is an error naming file:line, never text.
+  for (const std::string name : {"plain.jsonl", "plain.json"}) {
+    const std::string path = write_file(name, "\n\nTo be, or not to be\n");
+    const std::string message = error_of([&] { load_token_stream(path, &smollm2(), chatml()); });
+    EXPECT_NE(message.find(path + ":3: expected instruction data"), std::string::npos) << message;
+    EXPECT_NE(error_of([&] { load_token_stream(path, nullptr); }).find(path + ":3: expected instruction data"),
+              std::string::npos);
+  }
+  // Plain text under any other name stays text.
+  const std::string md = write_file("notes.md", "# Owls\n");
+  EXPECT_TRUE(load_token_stream(md, &smollm2(), chatml()).loss_mask.empty());
+}
+
+TEST(InstructFormats, ChatDataWithoutATemplateSaysWhatToPass) {
+  const std::string path = write_file("nt.jsonl", "{\"prompt\": \"p\", \"response\": \"r\"}\n");
+  InstructOptions options;
+  options.no_template = "m has no chat template";
+  const std::string message = error_of([&] { load_token_stream(path, &smollm2(), options); });
+  EXPECT_NE(message.find(path + ": chat data needs a chat template: m has no chat template; pass --chat-template NAME"),
+            std::string::npos) << message;
+  // Plain text needs none.
+  EXPECT_FALSE(load_token_stream(write_file("t.txt", "owls"), &smollm2(), options).tokens.empty());
+}
+
+TEST(ByteLevelTokens, OnlyTheTinyPresetsReadTextAsBytes) {
+  EXPECT_EQ(byte_level_refusal(256, "tiny", "pass X"), "");
+  EXPECT_EQ(byte_level_refusal(kMaxByteLevelVocab, "tiny", "pass X"), "");
+  const std::string big = byte_level_refusal(49152, "smollm2-135m", "pass --tokenizer M");
+  EXPECT_NE(big.find("model 'smollm2-135m' has no tokenizer and a vocabulary of 49152 ids"), std::string::npos) << big;
+  EXPECT_NE(big.find("pass --tokenizer M"), std::string::npos) << big;
+  EXPECT_NE(byte_level_refusal(100, "small", ""), "");
+  InstructOptions options;
+  options.no_tokenizer = big;
+  const std::string text = write_file("bytes.txt", "owls");
+  const std::string message = error_of([&] { load_token_stream(text, nullptr, options); });
+  EXPECT_NE(message.find(text + ": text data needs the model's tokenizer: model 'smollm2-135m'"), std::string::npos)
+      << message;
+  // Token files need no tokenizer.
+  const std::string tokens = temp_path("bytes.tok");
+  write_token_file(tokens, {1, 2, 40000});
+  EXPECT_EQ(load_token_stream(tokens, nullptr, options).tokens, (std::vector<int32_t>{1, 2, 40000}));
 }
 
 }  // namespace

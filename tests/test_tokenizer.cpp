@@ -16,6 +16,7 @@
 #include "io/dataset.h"
 #include "io/gguf.h"
 #include "io/model_tokenizer.h"
+#include "io/chat_template.h"
 #include "io/tokenizer.h"
 
 namespace owlore {
@@ -392,7 +393,7 @@ TEST(TokenizerSmolLM2, TortureTextsMatchHuggingFace) {
 TEST(TokenizerSmolLM2, Gsm8kChatMatchesHuggingFaceAndTheJinjaTemplate) {
   int n = 0;
   for (const auto& ex : golden()["gsm8k_chat"]) {
-    const std::string text = format_chat({{"user", ex["question"]}, {"assistant", ex["answer"]}}, false);
+    const std::string text = format_chat(ChatTemplate::kChatML, {{"user", ex["question"]}, {"assistant", ex["answer"]}}, false);
     EXPECT_EQ(text, ex["text"].get<std::string>()) << "GSM8K sample " << n;
     expect_golden_ids("GSM8K sample " + std::to_string(n), ex["text"], ex["ids"].get<std::vector<int32_t>>());
     n++;
@@ -404,9 +405,9 @@ TEST(TokenizerSmolLM2, ChatTemplateCases) {
   for (const auto& c : golden()["chat_template_cases"]) {
     std::vector<ChatMessage> messages;
     for (const auto& m : c["messages"]) messages.push_back({m["role"], m["content"]});
-    EXPECT_EQ(format_chat(messages, c["add_generation_prompt"]), c["text"].get<std::string>());
+    EXPECT_EQ(format_chat(ChatTemplate::kChatML, messages, c["add_generation_prompt"]), c["text"].get<std::string>());
   }
-  EXPECT_EQ(format_chat({{"user", "Q"}}, true, "Be terse."),
+  EXPECT_EQ(format_chat(ChatTemplate::kChatML, {{"system", "Be terse."}, {"user", "Q"}}, true),
             "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n");
 }
 

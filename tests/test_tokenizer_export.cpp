@@ -20,6 +20,7 @@
 #include "io/checkpoint.h"
 #include "io/gguf.h"
 #include "io/model_tokenizer.h"
+#include "io/chat_template.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_export.h"
 #include "model/layout.h"
@@ -124,7 +125,7 @@ TEST(TokenizerExport, GgufVocabularyBecomesHuggingFacesOwnTokenizerJson) {
   std::istringstream lines(gsm8k);
   for (std::string line; std::getline(lines, line);) {
     const nlohmann::json j = nlohmann::json::parse(line);
-    chats += format_chat({{"user", j["question"].get<std::string>()}, {"assistant", j["answer"].get<std::string>()}},
+    chats += format_chat(ChatTemplate::kChatML, {{"user", j["question"].get<std::string>()}, {"assistant", j["answer"].get<std::string>()}},
                          /*add_generation_prompt=*/false);
   }
   expect_same_ids(from_gguf, *from_checkpoint, chats, "GSM8K train in the chat template");

@@ -3,6 +3,8 @@
 #include <filesystem>
 #include <limits>
 
+#include <nlohmann/json.hpp>
+
 #include "base/error.h"
 #include "io/files.h"
 #include "io/gguf.h"
@@ -55,6 +57,78 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path) {
   if (fs::exists(model) && looks_like_tiktoken(RegularFile(model.string(), "tokenizer.model").read_prefix(256)))
     return std::make_unique<Tokenizer>(load_tiktoken_model(model.string()));
   return nullptr;
+}
+
+}  // namespace owlore
+
+namespace owlore {
+
+std::string load_model_chat_template(const std::string& model_path, std::string& source) {
+  namespace fs = std::filesystem;
+  source.clear();
+  if (model_path.empty()) return "";
+  if (fs::path(model_path).extension() == ".gguf") {
+    const GgufFile gguf(model_path);
+    source = model_path + ": tokenizer.chat_template";
+    return gguf.get_string("tokenizer.chat_template", "");
+  }
+  const fs::path dir = fs::is_directory(model_path) ? fs::path(model_path) : fs::path(model_path).parent_path();
+  // transformers reads chat_template.jinja when it is there, else tokenizer_config.json's.
+  const fs::path jinja = dir / "chat_template.jinja";
+  if (fs::exists(jinja)) {
+    source = jinja.string();
+    return read_regular_file(source, "chat template");
+  }
+  const fs::path config = dir / "tokenizer_config.json";
+  if (!fs::exists(config)) return "";
+  source = config.string() + ": chat_template";
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_regular_file(config.string(), "tokenizer config"));
+  } catch (const nlohmann::json::exception& e) {
+    fail(config.string(), ": not valid JSON (", e.what(), ")");
+  }
+  if (!j.is_object() || !j.contains("chat_template")) return "";
+  const nlohmann::json& t = j["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  // A list of named templates ({"name", "template"}): the "default" one is what chat data uses.
+  if (t.is_array())
+    for (const nlohmann::json& named : t)
+      if (named.is_object() && named.value("name", "") == "default" && named.contains("template") &&
+          named["template"].is_string())
+        return named["template"].get<std::string>();
+  fail(source, ": expected a string (or a list with a \"default\" template)");
+}
+
+ChatTemplate resolve_chat_template(ChatTemplate choice, const std::string& model_path, std::string& why) {
+  why.clear();
+  if (choice != ChatTemplate::kAuto) return choice;
+  std::string source;
+  const std::string jinja = load_model_chat_template(model_path, source);
+  if (jinja.empty()) {
+    why = model_path.empty() ? "a preset has no chat template of its own"
+                             : model_path + " has no chat template (no tokenizer_config.json chat_template, "
+                                            "chat_template.jinja or GGUF tokenizer.chat_template)";
+    return ChatTemplate::kAuto;
+  }
+  try {
+    return detect_chat_template(jinja, source);
+  } catch (const Error& e) {
+    why = e.what();
+    return ChatTemplate::kAuto;
+  }
+}
+
+InstructOptions chat_data_options(const std::string& model_path, ChatTemplate chat_template, TrainOn train_on,
+                                  const std::string& system, bool skip_bad_lines, const Tokenizer* tokenizer,
+                                  int vocab, const std::string& model_name, const std::string& hint) {
+  InstructOptions o;
+  o.chat_template = resolve_chat_template(chat_template, model_path, o.no_template);
+  o.train_on = train_on;
+  o.system = system;
+  o.skip_bad_lines = skip_bad_lines;
+  if (!tokenizer) o.no_tokenizer = byte_level_refusal(vocab, model_name, hint);
+  return o;
 }
 
 }  // namespace owlore

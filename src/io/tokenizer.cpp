@@ -14,7 +14,6 @@
 
 namespace owlore {
 
-const char* const kSmolLM2SystemMessage = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 const char* const kLlama3SplitPattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
@@ -616,17 +615,6 @@ BpeVocab load_tokenizer_json(const std::string& path) {
     vocab.pad = find("pad_token");
   }
   return vocab;
-}
-
-std::string format_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                        const std::string& default_system) {
-  std::string text;
-  for (size_t i = 0; i < messages.size(); i++) {
-    if (i == 0 && messages[0].role != "system") text += "<|im_start|>system\n" + default_system + "<|im_end|>\n";
-    text += "<|im_start|>" + messages[i].role + "\n" + messages[i].content + "<|im_end|>\n";
-  }
-  if (add_generation_prompt) text += "<|im_start|>assistant\n";
-  return text;
 }
 
 }  // namespace owlore

@@ -120,17 +120,4 @@ BpeVocab load_tokenizer_json(const std::string& path);
 // tokenizer_config.json lookup.
 BpeVocab parse_tokenizer_json(const std::string& text, const std::string& path);
 
-// ChatML as SmolLM2-Instruct's chat_template renders it (GGUF tokenizer.chat_template):
-//   {% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}
-//   <|im_start|>system\n{default system}<|im_end|>\n{% endif %}
-//   <|im_start|>{role}\n{content}<|im_end|>\n{% endfor %}
-//   {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}
-struct ChatMessage {
-  std::string role;  // "system", "user", "assistant"
-  std::string content;
-};
-extern const char* const kSmolLM2SystemMessage;  // "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-std::string format_chat(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                        const std::string& default_system = kSmolLM2SystemMessage);
-
 }  // namespace owlore

@@ -57,18 +57,25 @@ std::string run_generate(const GenerateOptions& o) {
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
   OWLORE_REQUIRE(tokenizer != nullptr, o.model_path, ": the model has no tokenizer (GGUF metadata or tokenizer.json)");
   std::string text = o.prompt;
+  ChatTemplate chat_template = ChatTemplate::kNone;
   if (!o.raw) {
+    std::string why;
+    chat_template = resolve_chat_template(o.chat_template, o.model_path, why);
+    OWLORE_REQUIRE(chat_template != ChatTemplate::kAuto, "generate renders the prompt with the model's chat template: ",
+                   why, "; pass --chat-template NAME (", choice_list(kChatTemplateChoices),
+                   "), or --raw to continue the prompt text as is");
     std::vector<ChatMessage> messages;
     if (!o.system.empty()) messages.push_back({"system", o.system});
     messages.push_back({"user", o.prompt});
-    text = format_chat(messages, /*add_generation_prompt=*/true);
+    text = format_chat(chat_template, messages, /*add_generation_prompt=*/true);
   }
   const std::vector<int32_t> prompt = tokenizer->encode(text);
   OWLORE_REQUIRE(!prompt.empty(), "the prompt encodes to no tokens");
   CpuDecoder decoder(layout, model.weights.data(), (int)prompt.size() + o.max_new_tokens);
   const std::vector<float>* logits = nullptr;
   for (int32_t t : prompt) logits = &decoder.step(t);
-  const int end_of_turn = tokenizer->token_id("<|im_end|>");
+  // The template's end of turn (when the vocabulary has it as one token) ends the answer, as eos does.
+  const int end_of_turn = *end_of_turn_text(chat_template) ? tokenizer->token_id(end_of_turn_text(chat_template)) : -1;
   Rng rng(o.seed);
   std::vector<int32_t> answer;
   std::string printed;
@@ -101,8 +108,11 @@ void run_eval(const EvalOptions& o) {
       load_model_tokenizer(o.tokenizer_path.empty() ? o.model_path : o.tokenizer_path);
   OWLORE_REQUIRE(tokenizer || o.tokenizer_path.empty(), "--tokenizer ", o.tokenizer_path,
                  ": no tokenizer in it (expected a GGUF file or a directory with tokenizer.json)");
-  InstructOptions instruct;
-  instruct.skip_bad_lines = o.skip_bad_lines;
+  const InstructOptions instruct =
+      chat_data_options(o.tokenizer_path.empty() ? o.model_path : o.tokenizer_path, o.chat_template, o.train_on,
+                        o.system, o.skip_bad_lines, tokenizer.get(), model.config.vocab, model.config.name,
+                        "pass --tokenizer naming a model that has the tokenizer of this vocabulary (a GGUF file or a "
+                        "directory with tokenizer.json)");
   const TokenStream stream = load_token_stream(o.data_path, tokenizer.get(), instruct);
   const int row_len = o.seq + 1;
   TokenRows data;
@@ -172,8 +182,8 @@ void run_tokenize(const std::string& model_path, const std::string& data_path, c
                   bool skip_bad_lines) {
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(model_path);
   OWLORE_REQUIRE(tokenizer != nullptr, model_path, ": the model has no tokenizer");
-  InstructOptions instruct;
-  instruct.skip_bad_lines = skip_bad_lines;
+  const InstructOptions instruct = chat_data_options(model_path, ChatTemplate::kAuto, TrainOn::kAssistant, "",
+                                                     skip_bad_lines, tokenizer.get(), 0, "", "");
   const TokenStream stream = load_token_stream(data_path, tokenizer.get(), instruct);
   OWLORE_REQUIRE(stream.loss_mask.empty(), data_path,
                  ": instruction data carries a loss mask, which token files do not store; train on the JSONL directly");
@@ -203,11 +213,9 @@ void run_outliers(const OutliersOptions& o) {
   }
   const ModelLayout layout(config);
   const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
-  if (!tokenizer)
-    OWLORE_REQUIRE(config.vocab >= 256, "byte-level data needs a vocabulary of at least 256 tokens; model '",
-                   config.name, "' has ", config.vocab);
-  InstructOptions instruct;
-  instruct.skip_bad_lines = o.skip_bad_lines;
+  const InstructOptions instruct =
+      chat_data_options(o.model_path, o.chat_template, o.train_on, o.system, o.skip_bad_lines, tokenizer.get(),
+                        config.vocab, config.name, "calibrate on an OWLTOK1 file of its tokens (owlore tokenize)");
   const TokenStream stream = load_token_stream(o.data_path, tokenizer.get(), instruct);
   // Packed as `train --seq <seq>` packs it (default held-out fraction), so the calibration rows are
   // the first training rows a run with the same --seq would compute D on.

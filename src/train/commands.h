@@ -5,6 +5,7 @@
 #include <string>
 
 #include "io/checkpoint.h"
+#include "io/token_data.h"
 #include "train/options.h"
 
 namespace owlore {
@@ -12,8 +13,9 @@ namespace owlore {
 struct GenerateOptions {
   std::string model_path;
   std::string prompt;
-  std::string system;          // empty: the model's default system message (SmolLM2's)
+  std::string system;          // empty: the template's default system message (SmolLM2's for chatml)
   bool raw = false;            // no chat template: continue the prompt text as is
+  ChatTemplate chat_template = ChatTemplate::kAuto;  // auto: the model's own
   int max_new_tokens = 128;
   float temperature = 0.0f;    // 0: greedy
   float top_p = 1.0f;
@@ -37,6 +39,9 @@ struct EvalOptions {
   int batch = 4, seq = 512;
   int max_batches = 0;  // 0: every sequence of the data
   bool skip_bad_lines = false;
+  ChatTemplate chat_template = ChatTemplate::kAuto;  // chat data: auto = the model's own
+  TrainOn train_on = TrainOn::kAssistant;
+  std::string system;
 };
 // Prints one JSON line: {"loss", "tokens", "perplexity", ...}.
 void run_eval(const EvalOptions& options);
@@ -60,6 +65,9 @@ struct OutliersOptions {
   int seq = 2048;           // tokens per sequence
   int batch = 4;            // sequences per forward (memory only)
   bool skip_bad_lines = false;
+  ChatTemplate chat_template = ChatTemplate::kAuto;  // chat data: auto = the model's own
+  TrainOn train_on = TrainOn::kAssistant;
+  std::string system;
 };
 void run_outliers(const OutliersOptions& options);
 

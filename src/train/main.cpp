@@ -43,6 +43,24 @@ CLI::Option* add_choice(CLI::App* app, const std::string& flag, E& value, const 
       ->default_str(choice_name(table, value));
 }
 
+// --chat-template, --train-on, --system: how instruction data (JSONL or a JSON array) becomes
+// tokens and targets, the same for train, eval and outliers.
+void add_chat_data_flags(CLI::App* app, ChatTemplate& chat_template, TrainOn& train_on, std::string& system) {
+  add_choice(app, "--chat-template", chat_template, kChatTemplateChoices,
+             "instruction data: the template conversations render with; auto: the model's own (tokenizer_config.json "
+             "chat_template or GGUF tokenizer.chat_template)");
+  add_choice(app, "--train-on", train_on, kTrainOnChoices,
+             "instruction data: the loss on every assistant turn, only the last one, or every token");
+  app->add_option("--system", system,
+                  "instruction data: the system message of examples that have none (default: the template's own, "
+                  "SmolLM2's for chatml, none for the others)");
+}
+
+const char* const kDataHelp =
+    "plain text (every token), instruction data (JSONL, or a JSON array like alpaca_data.json, of {\"messages\": "
+    "[{role, content}]}, {instruction, input, output}, {question, answer} or {prompt, response}: the loss on the "
+    "assistant turns), or an OWLTOK1 token file; the kind comes from the content";
+
 // Every option of every command refuses an empty value ("--seed ''" would otherwise read as 0).
 void refuse_empty_values(CLI::App& app) {
   const CLI::Validator non_empty(
@@ -89,7 +107,11 @@ void add_train_command(CLI::App& app, TrainOptions& o, bool& no_checkpoint) {
       "one. --resume DIR reads the checkpoint's own config.toml, so no flag needs restating.");
   train->add_option("--preset", o.preset, "model shape with fresh weights: " + join(preset_names()));
   train->add_option("--model", o.model_path, "checkpoint to fine-tune (safetensors dir/file or GGUF)");
-  train->add_option("--data", o.data_path, "training data: text, JSONL {question,answer}|{prompt,response}, or an OWLTOK1 token file; the tail is held out for validation");
+  train->add_option("--data", o.data_path, std::string("training data: ") + kDataHelp + "; the tail is held out for validation");
+  train->add_option("--tokenizer", o.tokenizer_path,
+                    "the tokenizer (and chat template) of another model (GGUF or a directory with tokenizer.json), for "
+                    "a checkpoint that has none (default: the model's own); checkpoints carry it");
+  add_chat_data_flags(train, o.chat_template, o.train_on, o.system);
   add_choice(train, "--device", o.device, kDeviceChoices, "auto: the GPU when there is one");
   add_choice(train, "--method", o.method, kMethodChoices, "training method (DESIGN.md §1)");
   train->add_option("--out", o.out_dir, "run directory (metrics.jsonl, config.toml, checkpoint/)")->capture_default_str();
@@ -185,7 +207,9 @@ void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, st
   CLI::App* generate = app.add_subcommand("generate", "answer a prompt with a model on the CPU (KV cache)");
   generate->add_option("--model", gen.model_path, "model with a tokenizer (GGUF or HF directory)")->required();
   generate->add_option("--prompt", gen.prompt, "the user message (or the text to continue with --raw)")->required();
-  generate->add_option("--system", gen.system, "system message (default: the model's own)");
+  generate->add_option("--system", gen.system, "system message (default: the template's own, SmolLM2's for chatml)");
+  add_choice(generate, "--chat-template", gen.chat_template, kChatTemplateChoices,
+             "the template the prompt renders with (its generation prompt included); auto: the model's own");
   generate->add_flag("--raw", gen.raw, "no chat template: continue the prompt text");
   generate->add_option("--max-tokens", gen.max_new_tokens, "new tokens at most")->capture_default_str();
   generate->add_option("--temperature", gen.temperature, "0: greedy; otherwise sampling temperature")
@@ -200,7 +224,8 @@ void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, st
   eval->add_option("--tokenizer", ev.tokenizer_path,
                    "the tokenizer of another model (GGUF or a directory with tokenizer.json), for a checkpoint "
                    "that has none (default: the model's own)");
-  eval->add_option("--data", ev.data_path, "text (all tokens), JSONL (answer tokens only) or token file")->required();
+  eval->add_option("--data", ev.data_path, kDataHelp)->required();
+  add_chat_data_flags(eval, ev.chat_template, ev.train_on, ev.system);
   add_choice(eval, "--device", ev.device, kDeviceChoices, "auto: the GPU when there is one");
   eval->add_option("--batch", ev.batch, "sequences per batch")->capture_default_str();
   eval->add_option("--seq", ev.seq, "tokens per sequence")->capture_default_str();
@@ -221,7 +246,7 @@ void add_other_commands(CLI::App& app, GenerateOptions& gen, EvalOptions& ev, st
 
   CLI::App* tokenize = app.add_subcommand("tokenize", "tokenize text into an OWLTOK1 token file");
   tokenize->add_option("--model", tok_model, "model whose tokenizer to use")->required();
-  tokenize->add_option("--data", tok_data, "text file")->required();
+  tokenize->add_option("--data", tok_data, "text file (instruction data carries a loss mask, which token files do not store)")->required();
   tokenize->add_option("-o,--out", tok_out, "output token file")->required();
   tokenize->add_flag("--skip-bad-lines", tok_skip, "JSONL: skip malformed lines");
   tokenize->callback([&] { run_tokenize(tok_model, tok_data, tok_out, tok_skip); });
@@ -231,7 +256,8 @@ void add_outliers_command(CLI::App& app, OutliersOptions& o) {
   CLI::App* outliers = app.add_subcommand("outliers", "layerwise outlier distribution D (for --method owlore/ows) into a file");
   outliers->add_option("--model", o.model_path, "model to score (safetensors dir/file or GGUF)");
   outliers->add_option("--preset", o.preset, "or a preset with fresh weights");
-  outliers->add_option("--data", o.data_path, "calibration data (text, JSONL or token file), packed as train does")
+  add_chat_data_flags(outliers, o.chat_template, o.train_on, o.system);
+  outliers->add_option("--data", o.data_path, "calibration data (text, instruction data or token file), packed as train does")
       ->required();
   add_choice(outliers, "--device", o.device, kDeviceChoices, "auto: the GPU when there is one");
   outliers->add_option("--threshold", o.threshold, "outlier score threshold M (x mean)")->capture_default_str();

@@ -122,12 +122,18 @@ void validate_device(const TrainOptions& o, Device device) {
                  " leave it at none");
 }
 
+const char* const kPassTokenizerHint =
+    "pass --tokenizer naming a model that has the tokenizer of this vocabulary (a GGUF file or a directory with "
+    "tokenizer.json)";
+
+// Where the run's tokenizer (and chat template) comes from: --tokenizer, else the model.
+const std::string& tokenizer_source(const TrainOptions& o) { return o.tokenizer_path.empty() ? o.model_path : o.tokenizer_path; }
+
 Dataset load_training_data(const TrainOptions& o, const ModelConfig& config, const Tokenizer* tokenizer) {
-  if (!tokenizer)
-    OWLORE_REQUIRE(config.vocab >= 256, "byte-level data needs a vocabulary of at least 256 tokens; model '",
-                   config.name, "' has ", config.vocab);
-  InstructOptions instruct;
-  instruct.skip_bad_lines = o.skip_bad_lines;
+  const InstructOptions instruct =
+      chat_data_options(tokenizer_source(o), o.chat_template, o.train_on, o.system, o.skip_bad_lines, tokenizer,
+                        config.vocab, config.name,
+                        kPassTokenizerHint);
   const TokenStream stream = load_token_stream(o.data_path, tokenizer, instruct);
   Dataset data = pack_dataset(stream.tokens, stream.loss_mask, o.seq, o.val_fraction);
   OWLORE_REQUIRE(data.max_token < config.vocab, o.data_path, ": token ", data.max_token,
@@ -313,9 +319,11 @@ TrainResult run_training(const TrainOptions& o) {
   validate_device(o, device);
   require_seq_fits(config, o.seq);
   const ModelLayout layout(config);
-  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(o.model_path);
+  const std::unique_ptr<Tokenizer> tokenizer = load_model_tokenizer(tokenizer_source(o));
+  OWLORE_REQUIRE(tokenizer || o.tokenizer_path.empty(), "--tokenizer ", o.tokenizer_path,
+                 ": no tokenizer in it (expected a GGUF file or a directory with tokenizer.json)");
   // Read once, so every checkpoint carries the tokenizer the run trained with (see io/tokenizer_export.h).
-  const TokenizerFiles tokenizer_files = checkpoint_tokenizer_files(o.model_path, config);
+  const TokenizerFiles tokenizer_files = checkpoint_tokenizer_files(tokenizer_source(o), config);
   const Dataset data = load_training_data(o, config, tokenizer.get());
   const nlohmann::json identity = run_identity(o, device, config, layout.total, data);
   StateReader state_in(saved, state_path);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "io/checkpoint.h"
+#include "io/token_data.h"
 #include "model/model_gpu.h"
 #include "optim/optimizer_options.h"
 #include "train/options.h"
@@ -40,6 +41,10 @@ struct TrainOptions {
   uint64_t seed = 0;
   // data and memory
   bool skip_bad_lines = false;       // JSONL: skip (and report) malformed lines instead of stopping
+  std::string tokenizer_path;        // empty: the model's own tokenizer (and chat template)
+  ChatTemplate chat_template = ChatTemplate::kAuto;  // chat data: auto = the model's (or --tokenizer's) own
+  TrainOn train_on = TrainOn::kAssistant;            // chat data: which tokens are targets
+  std::string system;                // chat data: system message of examples without one (empty: template default)
   MomentsDtype moments = MomentsDtype::fp32;  // GPU full-rank Adam moments
   int lm_head_chunk_tokens = 2048;   // rows of logits alive at once in the fused LM head (GPU)
   Recompute recompute = Recompute::none;  // GPU activations: keep all, recompute norms and SwiGLU, or keep layer inputs
