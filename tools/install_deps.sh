@@ -4,7 +4,7 @@
 # 13 toolkit is expected at /usr/local/cuda (nvcc with cuBLASLt, cuSOLVER and the NVTX3 headers),
 # also for a CPU-only build: the one build compiles the CUDA sources and links their libraries.
 set -euo pipefail
-packages=(cmake ninja-build g++ ccache pkg-config nlohmann-json3-dev libcli11-dev libpcre2-dev libgtest-dev libeigen3-dev python3 python3-matplotlib unzip)
+packages=(cmake ninja-build g++ ccache pkg-config nlohmann-json3-dev libcli11-dev libpcre2-dev libgtest-dev libsentencepiece-dev libeigen3-dev python3 python3-matplotlib unzip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -13,11 +13,23 @@
 namespace owlore {
 
 BpeVocab gguf_bpe_vocab(const GgufFile& gguf) {
-  const std::string model = gguf.tokenizer_model();
-  OWLORE_REQUIRE(model == "gpt2", "tokenizer.ggml.model is '", model, "': only byte-level BPE ('gpt2') is supported");
   BpeVocab v;
+  v.model = parse_choice(kTokenizerModels, gguf.tokenizer_model(), gguf.source() + ": tokenizer.ggml.model");
   v.tokens = gguf.tokens();
-  v.merges = gguf.merges();
+  if (v.model == TokenizerModel::kLlama) {
+    // SentencePiece: the scores rank the merges; llama.cpp's add_space_prefix defaults to true.
+    OWLORE_REQUIRE(gguf.has("tokenizer.ggml.scores"), gguf.source(), ": tokenizer.ggml.model 'llama' needs tokenizer.ggml.scores");
+    for (double s : gguf.get_float_array("tokenizer.ggml.scores")) v.scores.push_back((float)s);
+    OWLORE_REQUIRE(v.scores.size() == v.tokens.size(), gguf.source(), ": tokenizer.ggml.scores has ", v.scores.size(),
+                   " entries for ", v.tokens.size(), " tokens");
+    v.space_prefix = !gguf.has("tokenizer.ggml.add_space_prefix") || gguf.get_bool("tokenizer.ggml.add_space_prefix")
+                         ? SpacePrefix::kFirst : SpacePrefix::kNone;
+    v.unk = (int)gguf.get_int("tokenizer.ggml.unknown_token_id", -1);
+    OWLORE_REQUIRE(v.unk >= -1 && v.unk < (int64_t)v.tokens.size(), gguf.source(), ": tokenizer.ggml.unknown_token_id is ",
+                   v.unk, ", outside the vocabulary");
+  } else {
+    v.merges = gguf.merges();
+  }
   // GGUF stores these as 32- or 64-bit integers; one that does not fit an int is refused here,
   // where a narrowing cast would turn 2^32 + 1 into the valid id 1.
   const std::vector<int64_t> types = gguf.token_types();
@@ -35,10 +47,12 @@ BpeVocab gguf_bpe_vocab(const GgufFile& gguf) {
   v.bos = special("bos_token_id", gguf.bos_id());
   v.eos = special("eos_token_id", gguf.eos_id());
   v.pad = special("padding_token_id", gguf.padding_id());
-  v.pre = gguf.tokenizer_pre();
-  // llama.cpp tokenizes LLaMA-3 with ignore_merges, as HF's tokenizer.json for it says: some of
-  // its tokens are not reachable by merges, only as a whole piece (as tiktoken finds them).
-  v.ignore_merges = v.pre == "llama-bpe";
+  if (v.model == TokenizerModel::kGpt2) {
+    v.pre = gguf.tokenizer_pre();
+    // llama.cpp tokenizes LLaMA-3 with ignore_merges, as HF's tokenizer.json for it says: some of
+    // its tokens are not reachable by merges, only as a whole piece (as tiktoken finds them).
+    v.ignore_merges = v.pre == "llama-bpe";
+  }
   return v;
 }
 

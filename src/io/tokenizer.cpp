@@ -11,8 +11,11 @@
 
 #include "base/error.h"
 #include "io/files.h"
+#include "io/sentencepiece.h"
 
 namespace owlore {
+
+const ChoiceTable<TokenizerModel, 2> kTokenizerModels = {{{"gpt2", TokenizerModel::kGpt2}, {"llama", TokenizerModel::kLlama}}};
 
 const char* const kLlama3SplitPattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
@@ -151,6 +154,10 @@ Tokenizer::Tokenizer(BpeVocab vocab) : vocab_(std::move(vocab)), regex_(std::mak
                  " token types for ", n, " tokens");
   for (const auto& [name, id] : {std::pair<const char*, int>{"bos", vocab_.bos}, {"eos", vocab_.eos}, {"pad", vocab_.pad}})
     OWLORE_REQUIRE(id >= -1 && id < n, "tokenizer: ", name, " id ", id, " outside the vocabulary of ", n);
+  if (vocab_.model == TokenizerModel::kLlama) {
+    init_sentencepiece();
+    return;
+  }
 
   const char* split_pattern = kGpt2Pattern;
   if (vocab_.pre == "gpt2") {
@@ -230,6 +237,65 @@ Tokenizer::Tokenizer(BpeVocab vocab) : vocab_(std::move(vocab)), regex_(std::mak
                      [&](int a, int b) { return vocab_.tokens[a].size() > vocab_.tokens[b].size(); });
 }
 
+// A "llama" vocabulary: SentencePieceBpe encodes the text between specials; specials, token ids
+// and token bytes are kept here as for byte-level BPE.
+void Tokenizer::init_sentencepiece() {
+  const int n = (int)vocab_.tokens.size();
+  OWLORE_REQUIRE(vocab_.unk >= -1 && vocab_.unk < n, "tokenizer: unk id ", vocab_.unk, " outside the vocabulary of ", n);
+  spm_ = std::make_unique<SentencePieceBpe>(vocab_);
+  token_ids_.reserve(n);
+  for (int id = 0; id < n; id++) token_ids_.emplace(vocab_.tokens[id], id);  // first id wins on duplicates
+  for (int b = 0; b < 256; b++) byte_token_[b] = spm_->byte_token((unsigned char)b);
+  special_.assign(n, 0);
+  specials_by_first_byte_.assign(256, {});
+  token_bytes_.resize(n);
+  for (int id = 0; id < n; id++) {
+    const std::string& token = vocab_.tokens[id];
+    const int type = vocab_.token_types[id];
+    if ((type == kTokenControl || type == kTokenUserDefined) && !token.empty()) {
+      special_[id] = 1;
+      specials_by_first_byte_[(unsigned char)token[0]].push_back(id);
+      token_bytes_[id] = token;
+    } else {
+      token_bytes_[id] = spm_->token_text(id);
+    }
+  }
+  for (auto& ids : specials_by_first_byte_)
+    std::stable_sort(ids.begin(), ids.end(),
+                     [&](int a, int b) { return vocab_.tokens[a].size() > vocab_.tokens[b].size(); });
+}
+
+void Tokenizer::encode_sentencepiece(const std::string& text, std::vector<int32_t>& ids, std::vector<Span>* spans,
+                                     bool parse_special) const {
+  const char* s = text.data();
+  const size_t n = text.size();
+  auto ordinary = [&](size_t begin, size_t end) {
+    const bool prefix = vocab_.space_prefix == SpacePrefix::kAlways || (vocab_.space_prefix == SpacePrefix::kFirst && begin == 0);
+    spm_->encode(s + begin, end - begin, prefix, ids, spans, (uint32_t)begin);
+  };
+  size_t segment = 0;
+  for (size_t i = 0; parse_special && i < n;) {
+    int hit = -1;
+    for (int id : specials_by_first_byte_[(unsigned char)s[i]]) {
+      const std::string& special = vocab_.tokens[id];
+      if (special.size() <= n - i && std::memcmp(s + i, special.data(), special.size()) == 0) {
+        hit = id;
+        break;
+      }
+    }
+    if (hit < 0) {
+      i++;
+      continue;
+    }
+    ordinary(segment, i);
+    ids.push_back(hit);
+    if (spans) spans->push_back({(uint32_t)i, (uint32_t)(i + vocab_.tokens[hit].size())});
+    i += vocab_.tokens[hit].size();
+    segment = i;
+  }
+  ordinary(segment, n);
+}
+
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
@@ -262,6 +328,12 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool parse_speci
 std::vector<int32_t> Tokenizer::encode_with_spans(const std::string& text, std::vector<Span>& spans,
                                                   bool parse_special) const {
   OWLORE_REQUIRE(text.size() <= UINT32_MAX, "tokenizer: a text of ", text.size(), " bytes is too long for spans");
+  if (spm_) {
+    std::vector<int32_t> ids;
+    spans.clear();
+    encode_sentencepiece(text, ids, &spans, parse_special);
+    return ids;
+  }
   std::vector<int32_t> ids = encode(text, parse_special);
   // Byte-level BPE is lossless except for bytes the vocabulary lacks, so each token's bytes are
   // the next bytes of the text once dropped bytes are skipped.
@@ -280,6 +352,10 @@ std::vector<int32_t> Tokenizer::encode_with_spans(const std::string& text, std::
 }
 
 void Tokenizer::encode_append(const std::string& text, std::vector<int32_t>& ids, bool parse_special) const {
+  if (spm_) {
+    encode_sentencepiece(text, ids, nullptr, parse_special);
+    return;
+  }
   const char* s = text.data();
   const size_t n = text.size();
   if (!parse_special) {
@@ -400,6 +476,10 @@ void Tokenizer::bpe(const char* piece, size_t n, std::vector<int32_t>& out) cons
 std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string text;
   for (int32_t id : ids) text += token_bytes(id);
+  // SentencePiece: the dummy prefix comes back as a leading space, which decoding drops (as
+  // sentencepiece and HF's Strip decoder do).
+  if (spm_ && vocab_.space_prefix != SpacePrefix::kNone && !text.empty() && text[0] == ' ' && !is_special(ids[0]))
+    text.erase(0, 1);
   return text;
 }
 

@@ -22,11 +22,24 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/choices.h"
+
 namespace owlore {
+
+class SentencePieceBpe;
 
 // GGUF's tokenizer.ggml.token_type values (llama.cpp's llama_token_type).
 enum TokenType : int { kTokenNormal = 1, kTokenUnknown = 2, kTokenControl = 3, kTokenUserDefined = 4,
                        kTokenUnused = 5, kTokenByte = 6 };
+
+// GGUF's tokenizer.ggml.model: byte-level BPE ("gpt2", this file) or SentencePiece BPE with
+// byte fallback ("llama", io/sentencepiece.h).
+enum class TokenizerModel { kGpt2, kLlama };
+extern const ChoiceTable<TokenizerModel, 2> kTokenizerModels;
+// Where a SentencePiece vocabulary puts its dummy "\u2581" prefix: nowhere; before the text when
+// it starts with ordinary text (sentencepiece, whose text never holds specials); before every
+// stretch of ordinary text between specials (HF's Prepend normalizer, Metaspace "always").
+enum class SpacePrefix { kNone, kFirst, kAlways };
 
 // A vocabulary as GGUF metadata stores it (tokenizer.ggml.*); the GGUF reader fills this, and
 // load_tokenizer_json builds it from a Hugging Face tokenizer.json.
@@ -37,6 +50,12 @@ struct BpeVocab {
   int bos = -1, eos = -1, pad = -1;
   std::string pre;  // pre-tokenizer name, as GGUF tokenizer.ggml.pre: "gpt2", "smollm" or "llama-bpe"
   bool ignore_merges = false;  // HF BPE option: a piece that is itself a token skips the merges
+  TokenizerModel model = TokenizerModel::kGpt2;
+  // "llama" only: tokens are SentencePiece pieces ("\u2581the", "<0x0A>"); scores (GGUF
+  // tokenizer.ggml.scores) rank merges when present, else `merges` do (a tokenizer.json's).
+  std::vector<float> scores;
+  int unk = -1;
+  SpacePrefix space_prefix = SpacePrefix::kFirst;
 };
 
 class Tokenizer {
@@ -93,6 +112,10 @@ class Tokenizer {
   std::vector<std::vector<int>> specials_by_first_byte_;           // 256 lists, longest first
   bool split_digits_ = false;
   std::unique_ptr<Regexes> regex_;
+  std::unique_ptr<SentencePieceBpe> spm_;  // "llama" vocabularies
+  void init_sentencepiece();
+  void encode_sentencepiece(const std::string& text, std::vector<int32_t>& ids, std::vector<Span>* spans,
+                            bool parse_special) const;
   struct CachedPiece {
     std::vector<int32_t> ids;
     int dropped_bytes = 0;
